@@ -1,0 +1,5 @@
+"""Attention processors and the patches that install them for one sampling call."""
+
+from .cross_frame import CrossFrameAttention, CrossFrameAttentionProcessor
+
+__all__ = ["CrossFrameAttention", "CrossFrameAttentionProcessor"]

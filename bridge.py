@@ -1,0 +1,210 @@
+"""The one module that knows about ComfyUI.
+
+Inside ComfyUI it delegates to `comfy.model_management`, `comfy.utils` and
+`folder_paths`; outside (the headless runner, tests, scripts) it falls back to
+plain behaviour: torch's device pick, tqdm progress on stderr, a SIGINT flag for
+interrupts, and a per-user data folder with ComfyUI's layout.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+
+import torch
+
+try:  # pragma: no cover - exercised by the ComfyUI integration tests
+    import comfy.model_management as _comfy_mm
+    import comfy.utils as _comfy_utils
+    import folder_paths as _folder_paths
+
+    IN_COMFYUI = True
+except ImportError:
+    _comfy_mm = _comfy_utils = _folder_paths = None
+    IN_COMFYUI = False
+
+MODEL_FOLDER = "text2video"
+"""The pack's own models folder (beside ComfyUI's `diffusers` folder)."""
+
+DIFFUSERS_FOLDER = "diffusers"
+
+_folder_overrides: dict[str, Path] = {}
+_device_override: torch.device | None = None
+_interrupt_requested = threading.Event()
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def default_data_root() -> Path:
+    """Root of the headless folders: `$T2V_DATA_DIR` or a per-user data folder."""
+    env = os.environ.get("T2V_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / "comfyui-text2video"
+
+
+def set_folders(models: str | Path | None = None, input: str | Path | None = None,
+                output: str | Path | None = None) -> None:
+    """Override single headless folders (the runner's --models-dir/--input-dir/--output-dir)."""
+    for key, value in (("models", models), ("input", input), ("output", output)):
+        if value is not None:
+            _folder_overrides[key] = Path(value).expanduser().resolve()
+
+
+def reset_folders() -> None:
+    _folder_overrides.clear()
+
+
+def _headless_folder(key: str) -> Path:
+    return _folder_overrides.get(key) or (default_data_root() / key)
+
+
+def model_roots() -> list[tuple[str, Path]]:
+    """Folders that hold diffusers model folders, as `(folder_kind, path)`, text2video first."""
+    if IN_COMFYUI:
+        roots = [(kind, Path(p)) for kind in (MODEL_FOLDER, DIFFUSERS_FOLDER)
+                 for p in _folder_paths.get_folder_paths(kind)]
+    else:
+        models = _headless_folder("models")
+        roots = [(MODEL_FOLDER, models / MODEL_FOLDER), (DIFFUSERS_FOLDER, models / DIFFUSERS_FOLDER)]
+    return roots
+
+
+def builtin_cache_dir() -> Path:
+    """Writable cache for the built-in tiny models, inside the pack's models folder."""
+    return model_roots()[0][1] / ".builtin"
+
+
+def input_directory() -> Path:
+    if IN_COMFYUI:
+        return Path(_folder_paths.get_input_directory())
+    return _headless_folder("input")
+
+
+def output_directory() -> Path:
+    if IN_COMFYUI:
+        return Path(_folder_paths.get_output_directory())
+    return _headless_folder("output")
+
+
+def metadata_enabled() -> bool:
+    """Whether saved files may embed the workflow (ComfyUI's `--disable-metadata` turns it off)."""
+    if IN_COMFYUI:  # pragma: no cover - ComfyUI only
+        from comfy.cli_args import args
+
+        return not args.disable_metadata
+    return True
+
+
+def _register_comfyui_folders() -> None:  # pragma: no cover - ComfyUI only
+    if MODEL_FOLDER not in _folder_paths.folder_names_and_paths:
+        _folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(_folder_paths.models_dir, MODEL_FOLDER))
+
+
+if IN_COMFYUI:  # pragma: no cover
+    _register_comfyui_folders()
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def set_device(name: str) -> None:
+    """Force the compute device (`auto`, `cpu`, `cuda`, `cuda:1`, ...) outside ComfyUI."""
+    global _device_override
+    _device_override = None if name == "auto" else torch.device(name)
+
+
+def compute_device() -> torch.device:
+    """The device models run on."""
+    if IN_COMFYUI:
+        return _comfy_mm.get_torch_device()
+    if _device_override is not None:
+        return _device_override
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def intermediate_device() -> torch.device:
+    """Where `IMAGE` tensors live between nodes (ComfyUI's convention)."""
+    if IN_COMFYUI:
+        return _comfy_mm.intermediate_device()
+    return torch.device("cpu")
+
+
+def auto_dtype(device: torch.device) -> torch.dtype:
+    """The weight dtype for `dtype = auto`: half precision on GPUs that do it well, else float32."""
+    if IN_COMFYUI:
+        return torch.float16 if _comfy_mm.should_use_fp16(device) else torch.float32
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def soft_empty_cache() -> None:
+    """Give cached allocator memory back after a large step."""
+    if IN_COMFYUI:
+        _comfy_mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------- progress and interrupts
+
+
+def request_interrupt() -> None:
+    """Ask the running node to stop at its next step (the runner's SIGINT handler)."""
+    _interrupt_requested.set()
+
+
+def clear_interrupt() -> None:
+    _interrupt_requested.clear()
+
+
+def check_interrupt() -> None:
+    """Raise if the user asked to stop: ComfyUI's interrupt, or KeyboardInterrupt headless."""
+    if IN_COMFYUI:
+        _comfy_mm.throw_exception_if_processing_interrupted()
+    elif _interrupt_requested.is_set():
+        _interrupt_requested.clear()
+        raise KeyboardInterrupt("interrupted")
+
+
+class Progress:
+    """A step counter shown in ComfyUI's editor, or as a tqdm bar on stderr headless."""
+
+    def __init__(self, total: int, description: str = ""):
+        self.total = max(int(total), 1)
+        if IN_COMFYUI:
+            self._bar = _comfy_utils.ProgressBar(self.total)
+        else:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.total, desc=description, file=sys.stderr, leave=False,
+                             disable=os.environ.get("T2V_NO_PROGRESS") == "1")
+
+    def update(self, done: int, preview=None) -> None:
+        """Set the counter to `done` steps (and, in ComfyUI, show `preview`, a PIL image)."""
+        if IN_COMFYUI:
+            preview_arg = ("JPEG", preview, 512) if preview is not None else None
+            self._bar.update_absolute(done, self.total, preview_arg)
+        else:
+            self._bar.n = done
+            self._bar.refresh()
+
+    def close(self) -> None:
+        if not IN_COMFYUI:
+            self._bar.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,147 @@
+"""The built-in tiny models: random-weight models of the real architectures, built offline.
+
+`builtin:tiny-text2video` has a ModelScope/zeroscope-style 3D UNet, `builtin:tiny-sd15` a Stable
+Diffusion 1.5-style 2D UNet (for Text2Video-Zero). Both are built deterministically on first use,
+saved as an ordinary diffusers folder (safetensors weights; the tokenizer as `vocab.json` +
+`merges.txt` so every transformers version reads it) and then loaded like any other model.
+Their videos are noise: they exist so that workflows, the demo and the tests run anywhere in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+BUILTIN_PREFIX = "builtin:"
+RECIPE_VERSION = 1
+TEXT_WIDTH = 32
+
+_SCHEDULER = {
+    "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "clip_sample": False,
+    "num_train_timesteps": 1000, "prediction_type": "epsilon", "set_alpha_to_one": False,
+    "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None,
+}
+
+
+def _unet3d():
+    from diffusers import UNet3DConditionModel
+
+    return UNet3DConditionModel(
+        sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        cross_attention_dim=TEXT_WIDTH, attention_head_dim=8, norm_num_groups=8)
+
+
+def _unet2d():
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=TEXT_WIDTH, attention_head_dim=8, norm_num_groups=8)
+
+
+BUILTINS = {
+    "tiny-text2video": {"pipeline": "TextToVideoSDPipeline", "unet": ("UNet3DConditionModel", _unet3d),
+                        "scheduler": "DDIMScheduler"},
+    "tiny-sd15": {"pipeline": "StableDiffusionPipeline", "unet": ("UNet2DConditionModel", _unet2d),
+                  "scheduler": "PNDMScheduler"},
+}
+
+
+def builtin_names() -> list[str]:
+    return [BUILTIN_PREFIX + name for name in BUILTINS]
+
+
+def _byte_alphabet() -> list[str]:
+    """CLIP's byte-level BPE alphabet: one printable character for each of the 256 byte values."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = (b for b in range(256) if b not in printable)
+    mapping = {b: chr(b) for b in printable}
+    mapping.update({b: chr(256 + n) for n, b in enumerate(extra)})
+    return [mapping[b] for b in range(256)]
+
+
+def _write_tokenizer(folder: Path) -> int:
+    """A character-level CLIP tokenizer (no merges). Returns the vocabulary size."""
+    alphabet = _byte_alphabet()
+    tokens = alphabet + [c + "</w>" for c in alphabet] + ["<|startoftext|>", "<|endoftext|>"]
+    folder.mkdir(parents=True)
+    (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(tokens)}, ensure_ascii=False),
+                                       encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    specials = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+                "pad_token": "<|endoftext|>"}
+    (folder / "special_tokens_map.json").write_text(json.dumps(specials))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {**specials, "model_max_length": 77, "do_lower_case": True, "tokenizer_class": "CLIPTokenizer"}))
+    return len(tokens)
+
+
+def _text_encoder(vocab_size: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=TEXT_WIDTH, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, projection_dim=TEXT_WIDTH,
+        bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1))
+
+
+def _vae():
+    from diffusers import AutoencoderKL
+
+    blocks = 4  # the real 8x spatial scale
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8, sample_size=64,
+        block_out_channels=(16, 16, 32, 32), down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks)
+
+
+def _activate_zero_layers(model: torch.nn.Module) -> None:
+    """Give zero-initialised weight matrices small random values, so every path affects the output."""
+    for param in model.parameters():
+        if param.ndim >= 2 and not param.any():
+            fan_in = param[0].numel()
+            param.data.normal_(0.0, 0.5 / fan_in**0.5)
+
+
+def _build(name: str, folder: Path) -> None:
+    recipe = BUILTINS[name]
+    unet_class, make_unet = recipe["unet"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RECIPE_VERSION)
+        vocab_size = _write_tokenizer(folder / "tokenizer")
+        for component, model in (("unet", make_unet()), ("text_encoder", _text_encoder(vocab_size)),
+                                 ("vae", _vae())):
+            _activate_zero_layers(model)
+            model.save_pretrained(folder / component, safe_serialization=True)
+    (folder / "scheduler").mkdir()
+    (folder / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps({"_class_name": recipe["scheduler"], **_SCHEDULER}, indent=1))
+    index = {"_class_name": recipe["pipeline"], "unet": ["diffusers", unet_class],
+             "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+             "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", recipe["scheduler"]]}
+    (folder / "model_index.json").write_text(json.dumps(index, indent=1))
+
+
+def ensure_builtin(name: str, cache_dir: Path) -> Path:
+    """The folder of built-in model `name` (without prefix), building it on first use."""
+    folder = cache_dir / f"{name}-v{RECIPE_VERSION}"
+    if (folder / "model_index.json").is_file():
+        return folder
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir))
+    try:
+        _build(name, staging)
+        os.replace(staging, folder)
+    except OSError:
+        if not (folder / "model_index.json").is_file():  # not built concurrently by another process
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder

@@ -1,0 +1,85 @@
+"""What flows through the pack's model sockets: `T2V_MODEL`, `T2V_CLIP`, `T2V_VAE`."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any, Protocol
+
+import torch
+
+UNET_3D = "unet3d"
+UNET_2D = "unet2d"
+
+
+class ModelPatch(Protocol):
+    """A change to the denoiser that is installed for one sampling call only."""
+
+    def installed(self, unet: torch.nn.Module, frames_per_group: int):
+        """Context manager: install on `unet`, restore the original on exit (also on errors)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelHandle:
+    """`T2V_MODEL`: a denoiser and what sampling needs to know about it.
+
+    Frozen: nodes never mutate a handle; `with_patch` returns a clone that shares the weights.
+    """
+
+    name: str
+    unet: torch.nn.Module
+    kind: str  # UNET_3D or UNET_2D
+    scheduler_config: dict
+    dtype: torch.dtype
+    device: torch.device
+    patches: tuple[ModelPatch, ...] = ()
+
+    @property
+    def cross_attention_dim(self) -> int:
+        return int(self.unet.config.cross_attention_dim)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    def with_patch(self, patch: ModelPatch) -> "ModelHandle":
+        return dataclasses.replace(self, patches=self.patches + (patch,))
+
+    @contextlib.contextmanager
+    def patched(self, frames_per_group: int):
+        """The UNet with this handle's patches installed for the duration (removed on any exit)."""
+        with contextlib.ExitStack() as stack:
+            for patch in self.patches:
+                stack.enter_context(patch.installed(self.unet, frames_per_group))
+            yield self.unet
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipHandle:
+    """`T2V_CLIP`: a CLIP tokenizer and text encoder."""
+
+    name: str
+    tokenizer: Any
+    text_encoder: torch.nn.Module
+    device: torch.device
+
+
+@dataclasses.dataclass(frozen=True)
+class VaeHandle:
+    """`T2V_VAE`: an `AutoencoderKL` and its latent scaling."""
+
+    name: str
+    vae: torch.nn.Module
+    device: torch.device
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def spatial_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def force_upcast(self) -> bool:
+        return bool(getattr(self.vae.config, "force_upcast", False))

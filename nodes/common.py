@@ -1,0 +1,78 @@
+"""Small helpers the node classes share: latent and conditioning checks, progress with interrupts."""
+
+from __future__ import annotations
+
+import torch
+
+from .. import bridge
+from ..errors import NodeInputError
+from ..handles import ModelHandle
+
+MAX_RESOLUTION = 8192
+MAX_FRAMES = 4096
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
+
+def video_latents(node: str, input_name: str, latent: dict, device: torch.device) -> torch.Tensor:
+    """A `LATENT`'s samples as float32 5-D `[B, C, F, h, w]` on `device` (4-D reads as one video of N frames)."""
+    if not isinstance(latent, dict) or "samples" not in latent:
+        raise NodeInputError(node, input_name, "expected a LATENT (a dict with 'samples')")
+    samples = latent["samples"]
+    if samples.ndim == 4:
+        samples = samples.permute(1, 0, 2, 3).unsqueeze(0)
+    if samples.ndim != 5:
+        raise NodeInputError(node, input_name, f"expected a 5-D video latent [B, C, F, h, w], got shape "
+                                               f"{tuple(samples.shape)}")
+    return samples.to(device=device, dtype=torch.float32)
+
+
+def check_latent_channels(node: str, input_name: str, samples: torch.Tensor, model: ModelHandle) -> None:
+    if samples.shape[1] != model.latent_channels:
+        raise NodeInputError(node, input_name, f"the latent has {samples.shape[1]} channels but the model "
+                                               f"'{model.name}' expects {model.latent_channels}")
+
+
+def check_conditioning(node: str, input_name: str, conditioning, model: ModelHandle) -> None:
+    """Refuse empty conditioning and conditioning of the wrong width, naming both widths."""
+    if not conditioning:
+        raise NodeInputError(node, input_name, "the conditioning is empty; connect a T2VTextEncode output")
+    for embeds, _meta in conditioning:
+        if embeds.shape[-1] != model.cross_attention_dim:
+            raise NodeInputError(
+                node, input_name,
+                f"the conditioning is {embeds.shape[-1]} wide but the model '{model.name}' expects "
+                f"{model.cross_attention_dim}; encode the text with the T2V_CLIP loaded with this model")
+
+
+def conditioning_on(conditioning, device: torch.device) -> list:
+    return [[embeds.to(device), meta] for embeds, meta in conditioning]
+
+
+class StepProgress:
+    """A progress callback for the samplers: ticks the bar and honours interrupts every step.
+
+    `stage_offset` lets several sampling stages of one node share one bar.
+    """
+
+    def __init__(self, description: str, total: int | None = None):
+        self.description = description
+        self.total = total
+        self.progress = None
+        self.stage_offset = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.progress is None:
+            self.progress = bridge.Progress(self.total or total, self.description)
+        self.progress.update(self.stage_offset + done)
+        bridge.check_interrupt()
+
+    def next_stage(self, done: int) -> None:
+        self.stage_offset += done
+
+    def __enter__(self):
+        bridge.check_interrupt()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.close()

@@ -1,0 +1,35 @@
+"""T2VModelLoader: a diffusers folder (or a built-in tiny model) -> model, text encoder, VAE."""
+
+from __future__ import annotations
+
+from ..errors import ModelLoadError, NodeInputError
+from ..loading import DTYPE_CHOICES, available_models, load_model
+
+
+class T2VModelLoader:
+    DESCRIPTION = ("Loads a diffusers text-to-video model (ModelScope, zeroscope: 3D UNet) or a Stable Diffusion "
+                   "model (2D UNet, for Text2Video-Zero) from models/text2video or models/diffusers. "
+                   "The builtin: models are tiny random-weight models that produce noise, for trying workflows.")
+    CATEGORY = "Text2Video/loaders"
+    RETURN_TYPES = ("T2V_MODEL", "T2V_CLIP", "T2V_VAE")
+    RETURN_NAMES = ("model", "clip", "vae")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model_name": (available_models(), {"tooltip": "A diffusers folder (with model_index.json) in "
+                                                "models/text2video or models/diffusers, or a built-in tiny model."}),
+            "dtype": (list(DTYPE_CHOICES), {"default": "auto", "tooltip": "Weight precision. auto: float16 on "
+                                            "GPUs, float32 on the CPU."}),
+        }}
+
+    def load(self, model_name, dtype):
+        try:
+            return load_model(model_name, dtype)
+        except ModelLoadError as exc:
+            raise NodeInputError("T2VModelLoader", "model_name", str(exc)) from exc
+
+
+NODE_CLASS_MAPPINGS = {"T2VModelLoader": T2VModelLoader}
+NODE_DISPLAY_NAME_MAPPINGS = {"T2VModelLoader": "Load Text2Video Model"}

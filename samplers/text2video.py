@@ -1,0 +1,117 @@
+"""Sampling a video latent: text-to-video from noise, img2img-style partial denoising, split runs."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+
+from .guidance import GuidedNoisePredictor
+from .loop import ProgressCallback, clean_estimate, denoise, frames_view, video_view
+from .schedulers import SAMPLERS, build_scheduler, denoise_start_step, step_start
+
+RESUME_KEY = "t2v_resume"
+"""Pack-private `LATENT` key holding the `SamplerState` of a run returned with leftover noise."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingPlan:
+    """Which steps of which schedule to run, and how to start and stop (T2VSampler's inputs)."""
+
+    sampler_name: str
+    scheduler_name: str
+    steps: int
+    denoise: float = 1.0
+    start_step: int = 0
+    end_step: int = 10000
+    add_noise: bool = True
+    return_with_leftover_noise: bool = False
+    eta: float = 0.0
+
+    @property
+    def first_step(self) -> int:
+        return max(self.start_step, denoise_start_step(self.steps, self.denoise))
+
+    @property
+    def last_step(self) -> int:
+        return min(self.end_step, self.steps)
+
+    @property
+    def schedule_key(self) -> tuple:
+        """What a carried state must match to continue this run."""
+        return (self.sampler_name, self.scheduler_name, self.steps, denoise_start_step(self.steps, self.denoise))
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerState:
+    """Where a run stopped: enough to continue it exactly (scheduler history, generator position)."""
+
+    schedule_key: tuple
+    next_step: int
+    scheduler: object
+    generator_state: torch.Tensor
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    """The one CPU generator every random draw of a node comes from."""
+    return torch.Generator("cpu").manual_seed(int(seed))
+
+
+def randn(shape, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Standard normal noise drawn in float32 on the CPU, then moved: the same on every device."""
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+
+
+def start_latents(scheduler, latents: torch.Tensor, position: int, generator: torch.Generator) -> torch.Tensor:
+    """Noise the input for a run starting at schedule position `position`.
+
+    From the start of the schedule the input only gives the shape (text-to-video: noise drawn as
+    `[B, C, F, h, w]` times `init_noise_sigma`); later, the input is noised to that timestep with
+    noise drawn as `[B*F, C, h, w]` (the img2img reference).
+    """
+    if position == 0:
+        return randn(latents.shape, generator, latents.device) * scheduler.init_noise_sigma
+    frames = frames_view(latents)
+    noise = randn(frames.shape, generator, latents.device)
+    timestep = scheduler.timesteps[position:position + 1]
+    return video_view(scheduler.add_noise(frames, noise, timestep), latents.shape[0])
+
+
+def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: SamplingPlan, seed: int,
+           resume: SamplerState | None = None,
+           callback: ProgressCallback | None = None) -> tuple[torch.Tensor, SamplerState | None]:
+    """Run `plan` on float32 5-D `latents`; return the result and, if stopped early with noise, its state."""
+    first, last = plan.first_step, plan.last_step
+    if first >= last:
+        return latents, None
+    generator = seeded_generator(seed)
+    if (resume is not None and not plan.add_noise and resume.next_step == first
+            and resume.schedule_key == plan.schedule_key):
+        scheduler = copy.deepcopy(resume.scheduler)
+        generator.set_state(resume.generator_state)
+        x = latents
+    else:
+        scheduler = build_scheduler(plan.sampler_name, plan.scheduler_name, scheduler_config)
+        scheduler.set_timesteps(plan.steps, device=latents.device)
+        begin = step_start(scheduler, first, plan.steps)
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(begin)
+        x = start_latents(scheduler, latents, begin, generator) if plan.add_noise else latents
+    x, last_call = denoise(predict_noise, scheduler, x, step_start(scheduler, first, plan.steps),
+                           step_start(scheduler, last, plan.steps), generator=generator, eta=plan.eta,
+                           callback=callback)
+    if last == plan.steps:
+        return x, None
+    if not plan.return_with_leftover_noise:
+        return clean_estimate(scheduler, last_call, SAMPLERS[plan.sampler_name].sigma_space), None
+    return x, SamplerState(plan.schedule_key, last, scheduler, generator.get_state())
+
+
+def sample_model(model, positive, negative, cfg: float, latents: torch.Tensor, plan: SamplingPlan, seed: int,
+                 resume: SamplerState | None = None,
+                 callback: ProgressCallback | None = None) -> tuple[torch.Tensor, SamplerState | None]:
+    """`sample` with a `ModelHandle`'s UNet, guidance and patches (installed for this call only)."""
+    predictor = GuidedNoisePredictor(model.unet, model.kind, positive, negative, cfg, model.dtype)
+    with model.patched(frames_per_group=latents.shape[2]), torch.no_grad():
+        return sample(predictor, model.scheduler_config, latents, plan, seed, resume, callback)

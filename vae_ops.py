@@ -1,0 +1,85 @@
+"""VAE encode and decode of videos, a few frames at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Iterator
+
+import torch
+
+from .handles import VaeHandle
+
+log = logging.getLogger(__name__)
+
+
+def _chunks(total: int, frames_per_batch: int) -> Iterator[slice]:
+    size = frames_per_batch if frames_per_batch > 0 else max(total, 1)
+    for start in range(0, total, size):
+        yield slice(start, min(start + size, total))
+
+
+@contextlib.contextmanager
+def _float32(vae: torch.nn.Module):
+    """Run `vae` in float32 for the duration, restoring its dtype afterwards."""
+    dtype = vae.dtype
+    if dtype == torch.float32:
+        yield
+        return
+    vae.to(torch.float32)
+    try:
+        yield
+    finally:
+        vae.to(dtype)
+
+
+def _decode_chunk(vae: torch.nn.Module, latents: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    with torch.no_grad():
+        return vae.decode(latents.to(dtype), return_dict=False)[0].float()
+
+
+def decode_frames(handle: VaeHandle, latents: torch.Tensor, frames_per_batch: int,
+                  on_chunk=None) -> torch.Tensor:
+    """Latent frames `[N, C, h, w]` -> pixels `[N, H, W, 3]` float32 in 0..1, on the latents' device.
+
+    Half-precision chunks that come out NaN are decoded again in float32 (with a warning);
+    VAEs whose config sets `force_upcast` always decode in float32.
+    """
+    vae = handle.vae
+    latents = latents / handle.scaling_factor
+    upcast = handle.force_upcast and vae.dtype != torch.float32
+    frames = []
+    with _float32(vae) if upcast else contextlib.nullcontext():
+        for part in _chunks(latents.shape[0], frames_per_batch):
+            pixels = _decode_chunk(vae, latents[part], vae.dtype)
+            if torch.isnan(pixels).any() and vae.dtype != torch.float32:
+                log.warning("T2VVAEDecode: %s decode produced NaNs (black frames); decoding again in float32",
+                            vae.dtype)
+                with _float32(vae):
+                    pixels = _decode_chunk(vae, latents[part], torch.float32)
+            frames.append((pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1))
+            if on_chunk is not None:
+                on_chunk(part.stop, latents.shape[0])
+    return torch.cat(frames)
+
+
+def encode_frames(handle: VaeHandle, images: torch.Tensor, frames_per_batch: int,
+                  posterior_noise: torch.Tensor | None = None, on_chunk=None) -> torch.Tensor:
+    """Pixels `[N, H, W, 3]` in 0..1 -> scaled latents `[N, C, h, w]` float32.
+
+    Without `posterior_noise` the posterior mean; with it (drawn once as `[N, C, h, w]` for the
+    whole video, so the chunking does not change it) a posterior sample `mean + std * noise`.
+    """
+    vae = handle.vae
+    out = []
+    with _float32(vae) if handle.force_upcast else contextlib.nullcontext():
+        for part in _chunks(images.shape[0], frames_per_batch):
+            pixels = images[part].to(handle.device).permute(0, 3, 1, 2) * 2 - 1
+            with torch.no_grad():
+                posterior = vae.encode(pixels.to(vae.dtype)).latent_dist
+            latents = posterior.mean if posterior_noise is None else \
+                posterior.mean + posterior.std * posterior_noise[part].to(posterior.mean)
+            out.append(latents.float() * handle.scaling_factor)
+            if on_chunk is not None:
+                on_chunk(part.stop, images.shape[0])
+    return torch.cat(out)
