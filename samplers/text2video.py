@@ -28,6 +28,7 @@ class SamplingPlan:
     add_noise: bool = True
     return_with_leftover_noise: bool = False
     eta: float = 0.0
+    noise_input_at_start: bool = False  # img2img: noise the input even from the first step (video-to-video)
 
     @property
     def first_step(self) -> int:
@@ -63,14 +64,15 @@ def randn(shape, generator: torch.Generator, device: torch.device) -> torch.Tens
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
 
 
-def start_latents(scheduler, latents: torch.Tensor, position: int, generator: torch.Generator) -> torch.Tensor:
+def start_latents(scheduler, latents: torch.Tensor, position: int, generator: torch.Generator,
+                  noise_input_at_start: bool = False) -> torch.Tensor:
     """Noise the input for a run starting at schedule position `position`.
 
     From the start of the schedule the input only gives the shape (text-to-video: noise drawn as
-    `[B, C, F, h, w]` times `init_noise_sigma`); later, the input is noised to that timestep with
-    noise drawn as `[B*F, C, h, w]` (the img2img reference).
+    `[B, C, F, h, w]` times `init_noise_sigma`); later, or always with `noise_input_at_start`, the
+    input is noised to that timestep with noise drawn as `[B*F, C, h, w]` (the img2img reference).
     """
-    if position == 0:
+    if position == 0 and not noise_input_at_start:
         return randn(latents.shape, generator, latents.device) * scheduler.init_noise_sigma
     frames = frames_view(latents)
     noise = randn(frames.shape, generator, latents.device)
@@ -78,14 +80,16 @@ def start_latents(scheduler, latents: torch.Tensor, position: int, generator: to
     return video_view(scheduler.add_noise(frames, noise, timestep), latents.shape[0])
 
 
-def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: SamplingPlan, seed: int,
-           resume: SamplerState | None = None,
+def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: SamplingPlan,
+           generator: torch.Generator, resume: SamplerState | None = None,
            callback: ProgressCallback | None = None) -> tuple[torch.Tensor, SamplerState | None]:
-    """Run `plan` on float32 5-D `latents`; return the result and, if stopped early with noise, its state."""
+    """Run `plan` on float32 5-D `latents`; return the result and, if stopped early with noise, its state.
+
+    Every random draw comes from `generator`, in the reference's layout and order.
+    """
     first, last = plan.first_step, plan.last_step
     if first >= last:
         return latents, None
-    generator = seeded_generator(seed)
     if (resume is not None and not plan.add_noise and resume.next_step == first
             and resume.schedule_key == plan.schedule_key):
         scheduler = copy.deepcopy(resume.scheduler)
@@ -97,7 +101,8 @@ def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: S
         begin = step_start(scheduler, first, plan.steps)
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(begin)
-        x = start_latents(scheduler, latents, begin, generator) if plan.add_noise else latents
+        x = start_latents(scheduler, latents, begin, generator, plan.noise_input_at_start) if plan.add_noise \
+            else latents
     x, last_call = denoise(predict_noise, scheduler, x, step_start(scheduler, first, plan.steps),
                            step_start(scheduler, last, plan.steps), generator=generator, eta=plan.eta,
                            callback=callback)
@@ -108,10 +113,10 @@ def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: S
     return x, SamplerState(plan.schedule_key, last, scheduler, generator.get_state())
 
 
-def sample_model(model, positive, negative, cfg: float, latents: torch.Tensor, plan: SamplingPlan, seed: int,
-                 resume: SamplerState | None = None,
+def sample_model(model, positive, negative, cfg: float, latents: torch.Tensor, plan: SamplingPlan,
+                 generator: torch.Generator, resume: SamplerState | None = None,
                  callback: ProgressCallback | None = None) -> tuple[torch.Tensor, SamplerState | None]:
     """`sample` with a `ModelHandle`'s UNet, guidance and patches (installed for this call only)."""
     predictor = GuidedNoisePredictor(model.unet, model.kind, positive, negative, cfg, model.dtype)
     with model.patched(frames_per_group=latents.shape[2]), torch.no_grad():
-        return sample(predictor, model.scheduler_config, latents, plan, seed, resume, callback)
+        return sample(predictor, model.scheduler_config, latents, plan, generator, resume, callback)

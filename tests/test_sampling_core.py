@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from comfyui_text2video.builtin_models import _SCHEDULER
-from comfyui_text2video.samplers.text2video import SamplingPlan, sample
+from comfyui_text2video.samplers.text2video import SamplingPlan, sample, seeded_generator
 
 SCHEDULER_CONFIG = {"_class_name": "DDIMScheduler", **_SCHEDULER}
 
@@ -28,11 +28,13 @@ def oracle_for(clean: torch.Tensor, config: dict):
 def test_early_stop_without_leftover_noise_returns_the_clean_estimate(sampler):
     clean = torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(0))
     plan = SamplingPlan(sampler, "normal", steps=10, end_step=3, return_with_leftover_noise=False)
-    estimate, state = sample(oracle_for(clean, SCHEDULER_CONFIG), SCHEDULER_CONFIG, torch.zeros_like(clean), plan, 1)
+    estimate, state = sample(oracle_for(clean, SCHEDULER_CONFIG), SCHEDULER_CONFIG, torch.zeros_like(clean), plan,
+                             seeded_generator(1))
     assert state is None
     assert (estimate - clean).abs().max() < 1e-3
     noisy, state = sample(oracle_for(clean, SCHEDULER_CONFIG), SCHEDULER_CONFIG, torch.zeros_like(clean),
-                          SamplingPlan(sampler, "normal", steps=10, end_step=3, return_with_leftover_noise=True), 1)
+                          SamplingPlan(sampler, "normal", steps=10, end_step=3, return_with_leftover_noise=True),
+                          seeded_generator(1))
     assert state is not None and state.next_step == 3
     assert (noisy - clean).abs().max() > 0.1
 
@@ -40,6 +42,6 @@ def test_early_stop_without_leftover_noise_returns_the_clean_estimate(sampler):
 def test_progress_callback_counts_every_model_call():
     calls = []
     plan = SamplingPlan("heun", "normal", steps=3)
-    sample(lambda x, t: torch.zeros_like(x), SCHEDULER_CONFIG, torch.zeros(1, 4, 1, 2, 2), plan, 0,
+    sample(lambda x, t: torch.zeros_like(x), SCHEDULER_CONFIG, torch.zeros(1, 4, 1, 2, 2), plan, seeded_generator(0),
            callback=lambda done, total: calls.append((done, total)))
     assert calls == [(i, 5) for i in range(1, 6)]  # heun: 3 steps = 5 model calls

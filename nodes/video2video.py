@@ -1,0 +1,85 @@
+"""T2VVideoToVideo: re-noise a video to a strength and denoise it with a prompt (e.g. zeroscope 576w -> XL)."""
+
+from __future__ import annotations
+
+import logging
+
+from ..errors import NodeInputError
+from ..samplers.text2video import SamplingPlan, seeded_generator
+from ..samplers.video2video import nearest_multiple, resize_frames, video_to_video
+from .common import MAX_RESOLUTION, StepProgress, check_conditioning, conditioning_on
+from .sampling import check_sampler_choice, sampler_inputs
+from .vae import FRAMES_PER_BATCH, check_images
+
+log = logging.getLogger(__name__)
+NODE = "T2VVideoToVideo"
+
+
+def target_size(images, width: int, height: int, scale: int) -> tuple[int, int]:
+    """The frame size to encode at: the requested one (0 = keep), moved to multiples of the VAE scale."""
+    source_height, source_width = images.shape[1:3]
+    if width and not height:
+        height = round(source_height * width / source_width)
+    if height and not width:
+        width = round(source_width * height / source_height)
+    width, height = width or source_width, height or source_height
+    fitted = nearest_multiple(width, scale), nearest_multiple(height, scale)
+    if fitted != (width, height):
+        log.warning("%s: %dx%d is not a multiple of %d; resizing the frames to %dx%d", NODE, width, height, scale,
+                    *fitted)
+    return fitted
+
+
+class T2VVideoToVideo:
+    DESCRIPTION = ("Video-to-video: encodes the frames, re-noises them to `strength` and denoises them with the "
+                   "prompt, as diffusers' VideoToVideoSDPipeline. Resize the output of a 576x320 zeroscope_v2_576w "
+                   "run to 1024x576 and refine it with zeroscope_v2_XL at strength 0.6 or so.")
+    CATEGORY = "Text2Video/sampling"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "refine"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("T2V_MODEL", {"tooltip": "The denoiser (a 3D UNet text-to-video model)."}),
+                "positive": ("CONDITIONING", {"tooltip": "What the video should show."}),
+                "negative": ("CONDITIONING", {"tooltip": "What to steer away from (unused when cfg <= 1)."}),
+                "vae": ("T2V_VAE", {"tooltip": "The VAE that encodes the frames (usually the model's own)."}),
+                "images": ("IMAGE", {"tooltip": "The frames of the input video (from T2VLoadVideo, T2VVAEDecode "
+                                                "or any image node)."}),
+                **sampler_inputs(),
+                "strength": ("FLOAT", {"default": 0.6, "min": 0.0, "max": 1.0, "step": 0.01,
+                                       "tooltip": "How much to change: the share of the steps that run. 0 returns "
+                                                  "the encoded input, 1 ignores it."}),
+            },
+            "optional": {
+                "width": ("INT", {"default": 0, "min": 0, "max": MAX_RESOLUTION, "step": 8,
+                                  "tooltip": "Resize the frames to this width first (0 = keep)."}),
+                "height": ("INT", {"default": 0, "min": 0, "max": MAX_RESOLUTION, "step": 8,
+                                   "tooltip": "Resize the frames to this height first (0 = keep)."}),
+                "frames_per_batch": FRAMES_PER_BATCH,
+            },
+        }
+
+    def refine(self, model, positive, negative, vae, images, seed, steps, cfg, sampler_name, scheduler, strength,
+               width=0, height=0, frames_per_batch=8):
+        if not 0.0 <= strength <= 1.0:
+            raise NodeInputError(NODE, "strength", f"{strength} is outside 0..1")
+        plan = SamplingPlan(sampler_name, scheduler, steps, denoise=strength, noise_input_at_start=True)
+        check_sampler_choice(NODE, sampler_name, scheduler, partial=plan.first_step > 0)
+        check_images(NODE, "images", images)
+        check_conditioning(NODE, "positive", positive, model)
+        if cfg > 1:
+            check_conditioning(NODE, "negative", negative, model)
+        size = target_size(images, width, height, vae.spatial_scale)
+        frames = resize_frames(images.to(vae.device, dtype=images.dtype), *size)
+        with StepProgress(NODE) as progress:
+            latents = video_to_video(model, vae, conditioning_on(positive, model.device),
+                                     conditioning_on(negative, model.device), cfg, frames, plan,
+                                     seeded_generator(seed), frames_per_batch, progress)
+        return ({"samples": latents},)
+
+
+NODE_CLASS_MAPPINGS = {"T2VVideoToVideo": T2VVideoToVideo}
+NODE_DISPLAY_NAME_MAPPINGS = {"T2VVideoToVideo": "Text2Video Video to Video"}

@@ -1,0 +1,87 @@
+"""T2VVideoToVideo against diffusers' VideoToVideoSDPipeline, and its refusals."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from reference_pipelines import frames_of, generator, video2video_pipeline
+
+from comfyui_text2video.errors import NodeInputError
+from comfyui_text2video.nodes.conditioning import T2VTextEncode
+from comfyui_text2video.nodes.vae import T2VVAEDecode
+from comfyui_text2video.nodes.video2video import T2VVideoToVideo
+
+PROMPT, NEGATIVE = "a lighthouse in a storm", "blurry"
+
+
+def refine(handles, frames, *, strength, sampler="ddim", seed=3, steps=5, cfg=7.5, **options):
+    model, clip, vae = handles
+    encode = T2VTextEncode().encode
+    latent = T2VVideoToVideo().refine(model, encode(clip, PROMPT)[0], encode(clip, NEGATIVE)[0], vae, frames, seed,
+                                      steps, cfg, sampler, "normal", strength, **options)[0]
+    return latent
+
+
+def reference(handles, frames, *, strength, sampler="ddim", seed=3, steps=5, cfg=7.5):
+    pipe = video2video_pipeline(*handles, sampler)
+    video = frames.permute(0, 3, 1, 2).unsqueeze(0)  # [B, F, C, H, W] in 0..1
+    return frames_of(pipe(PROMPT, video=video, strength=strength, negative_prompt=NEGATIVE, num_inference_steps=steps,
+                          guidance_scale=cfg, generator=generator(seed), output_type="pt").frames)
+
+
+@pytest.mark.parametrize("sampler, strength, frame_count, frames_per_batch", [
+    ("ddim", 0.3, 5, 2),
+    ("ddim", 0.8, 5, 0),
+    ("dpmpp_2m", 0.3, 4, 3),
+    ("dpmpp_2m", 0.8, 4, 8),
+    ("euler_ancestral", 0.8, 1, 8),  # a single frame
+])
+def test_matches_reference(tiny_t2v, sampler, strength, frame_count, frames_per_batch):
+    frames = torch.rand(frame_count, 48, 64, 3, generator=generator(frame_count))
+    latent = refine(tiny_t2v, frames, strength=strength, sampler=sampler, frames_per_batch=frames_per_batch)
+    ours = T2VVAEDecode().decode(tiny_t2v[2], latent)[0]
+    assert ours.shape == frames.shape
+    assert (ours - reference(tiny_t2v, frames, strength=strength, sampler=sampler)).abs().max() < 1e-3
+
+
+def test_strength_zero_returns_the_encoded_input(tiny_t2v):
+    _model, _clip, vae = tiny_t2v
+    frames = torch.rand(3, 32, 32, 3, generator=generator(0))
+    latent = refine(tiny_t2v, frames, strength=0.0, seed=9)["samples"]
+    with torch.no_grad():
+        posterior = vae.vae.encode(frames.permute(0, 3, 1, 2) * 2 - 1).latent_dist
+    expected = posterior.sample(generator(9)) * vae.scaling_factor
+    assert latent.shape == (1, 4, 3, 4, 4)
+    assert (latent[0].permute(1, 0, 2, 3) - expected).abs().max() < 1e-5
+
+
+def test_sizes_off_the_grid_are_resized_with_a_warning(tiny_t2v, caplog):
+    frames = torch.rand(2, 60, 60, 3, generator=generator(0))
+    with caplog.at_level(logging.WARNING):
+        latent = refine(tiny_t2v, frames, strength=0.5, steps=2)["samples"]
+    assert latent.shape[-2:] == (8, 8)  # 60 -> 64 pixels, not cropped to 56
+    assert "not a multiple of 8" in caplog.text
+
+
+def test_width_and_height_resize_first(tiny_t2v):
+    frames = torch.rand(2, 32, 32, 3, generator=generator(0))
+    latent = refine(tiny_t2v, frames, strength=0.5, steps=2, width=64, height=48)["samples"]
+    assert latent.shape == (1, 4, 2, 6, 8)
+
+
+@pytest.mark.parametrize("images, message", [
+    (torch.zeros(0, 32, 32, 3), "the video has no frames"),
+    (torch.zeros(2, 32, 32), r"expected IMAGE frames \[N, H, W, 3\]"),
+    ([torch.zeros(32, 32, 3), torch.zeros(16, 16, 3)], "expected IMAGE frames"),
+])
+def test_bad_images_are_refused(tiny_t2v, images, message):
+    with pytest.raises(NodeInputError, match=rf"T2VVideoToVideo: input 'images': {message}"):
+        refine(tiny_t2v, images, strength=0.5)
+
+
+@pytest.mark.parametrize("strength", [-0.1, 1.5])
+def test_strength_outside_range_is_refused(tiny_t2v, strength):
+    with pytest.raises(NodeInputError, match=r"T2VVideoToVideo: input 'strength'.*outside 0..1"):
+        refine(tiny_t2v, torch.rand(2, 32, 32, 3), strength=strength)
