@@ -1,13 +1,15 @@
 """The one module that knows about ComfyUI.
 
-Inside ComfyUI it delegates to `comfy.model_management`, `comfy.utils` and
-`folder_paths`; outside (the headless runner, tests, scripts) it falls back to
-plain behaviour: torch's device pick, tqdm progress on stderr, a SIGINT flag for
-interrupts, and a per-user data folder with ComfyUI's layout.
+Inside ComfyUI it delegates to `comfy.model_management`, `comfy.model_patcher`,
+`comfy.utils` and `folder_paths`; outside (the headless runner, tests, scripts) it
+falls back to plain behaviour: torch's device pick, models that simply stay on the
+compute device, tqdm progress on stderr, a SIGINT flag for interrupts, and a
+per-user data folder with ComfyUI's layout.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -17,12 +19,13 @@ import torch
 
 try:  # pragma: no cover - exercised by the ComfyUI integration tests
     import comfy.model_management as _comfy_mm
+    import comfy.model_patcher as _comfy_patcher
     import comfy.utils as _comfy_utils
     import folder_paths as _folder_paths
 
     IN_COMFYUI = True
 except ImportError:
-    _comfy_mm = _comfy_utils = _folder_paths = None
+    _comfy_mm = _comfy_patcher = _comfy_utils = _folder_paths = None
     IN_COMFYUI = False
 
 MODEL_FOLDER = "text2video"
@@ -154,6 +157,88 @@ def soft_empty_cache() -> None:
         _comfy_mm.soft_empty_cache()
     elif torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------- model management
+
+DENOISER = "denoiser"
+TEXT_ENCODER = "text_encoder"
+VAE = "vae"
+ROLES = (DENOISER, TEXT_ENCODER, VAE)
+"""What a model component is for: ComfyUI picks its devices by role."""
+
+
+def load_device(role: str) -> torch.device:
+    """Where a component of `role` computes (ComfyUI may keep text encoders or VAEs on the CPU)."""
+    if IN_COMFYUI:
+        return {DENOISER: _comfy_mm.get_torch_device, TEXT_ENCODER: _comfy_mm.text_encoder_device,
+                VAE: _comfy_mm.vae_device}[role]()
+    return compute_device()
+
+
+def offload_device(role: str) -> torch.device:
+    """Where a component of `role` waits while it is not in use (headless: where it computes)."""
+    if IN_COMFYUI:
+        return {DENOISER: _comfy_mm.unet_offload_device, TEXT_ENCODER: _comfy_mm.text_encoder_offload_device,
+                VAE: _comfy_mm.vae_offload_device}[role]()
+    return compute_device()
+
+
+class _ModuleHolder(torch.nn.Module):
+    """A plain module around a diffusers/transformers model, for ComfyUI's `ModelPatcher`.
+
+    The patcher sets `.device` on the module it manages, which diffusers models refuse (a read-only property).
+    """
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+
+@functools.cache
+def _holder_class(inner_class_name: str) -> type:
+    """A holder subclass named after the model class, so ComfyUI's log says what it loads ("T2VUNet3DConditionModel")."""
+    return type(f"T2V{inner_class_name}", (_ModuleHolder,), {})
+
+
+class ManagedModule:
+    """A model component under the host's memory management.
+
+    Inside ComfyUI the module is wrapped in a `ModelPatcher`: it waits on the offload device, `load_for_use`
+    moves it to `device` right before it runs, ComfyUI offloads it under memory pressure, and `POST /free`
+    unloads it. Headless it simply sits on `device`. `device` is always where the module computes.
+    """
+
+    def __init__(self, module: torch.nn.Module, role: str):
+        if role not in ROLES:
+            raise ValueError(f"unknown model role {role!r}; expected one of {', '.join(ROLES)}")
+        self.module = module
+        self.role = role
+        self.device = load_device(role)
+        self.patcher = None
+        module.to(offload_device(role))
+        if IN_COMFYUI:
+            holder = _holder_class(type(module).__name__)(module)
+            self.patcher = _comfy_patcher.ModelPatcher(holder, load_device=self.device,
+                                                       offload_device=offload_device(role))
+
+    def load_for_use(self) -> None:
+        """Bring the weights onto `device`, right before the module runs.
+
+        In ComfyUI this is `load_models_gpu` (which first offloads other models if memory is short), loading
+        every weight: diffusers modules cannot run partially loaded. Headless the module is already in place.
+        """
+        if self.patcher is not None:
+            _comfy_mm.load_models_gpu([self.patcher], force_full_load=True)
+
+
+def host_owns_models() -> bool:
+    """Whether a host (ComfyUI) decides how long models stay loaded.
+
+    Then the pack's model cache keeps only weak references, so that ComfyUI's execution cache and `POST /free`
+    alone decide when a model's memory is given back.
+    """
+    return IN_COMFYUI
 
 
 # --------------------------------------------------------------------------- progress and interrupts
