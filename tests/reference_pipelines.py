@@ -7,24 +7,23 @@ import torch
 from comfyui_text2video.samplers.schedulers import build_scheduler
 
 
+def _pipeline(pipeline_class, model, clip, vae, sampler_name, scheduler):
+    pipe = pipeline_class(vae=vae.vae, text_encoder=clip.text_encoder, tokenizer=clip.tokenizer, unet=model.unet,
+                          scheduler=build_scheduler(sampler_name, scheduler, model.scheduler_config))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def text2video_pipeline(model, clip, vae, sampler_name="ddim", scheduler="normal"):
     from diffusers import TextToVideoSDPipeline
 
-    pipe = TextToVideoSDPipeline(vae=vae.vae, text_encoder=clip.text_encoder, tokenizer=clip.tokenizer,
-                                 unet=model.unet, scheduler=build_scheduler(sampler_name, scheduler,
-                                                                            model.scheduler_config))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _pipeline(TextToVideoSDPipeline, model, clip, vae, sampler_name, scheduler)
 
 
 def video2video_pipeline(model, clip, vae, sampler_name="ddim", scheduler="normal"):
     from diffusers import VideoToVideoSDPipeline
 
-    pipe = VideoToVideoSDPipeline(vae=vae.vae, text_encoder=clip.text_encoder, tokenizer=clip.tokenizer,
-                                  unet=model.unet, scheduler=build_scheduler(sampler_name, scheduler,
-                                                                             model.scheduler_config))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _pipeline(VideoToVideoSDPipeline, model, clip, vae, sampler_name, scheduler)
 
 
 def frames_of(video: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from reference_pipelines import generator
+from reference_pipelines import generator, text2video_pipeline
 
 from comfyui_text2video import bridge, video_io
 from comfyui_text2video.builtin_models import ensure_builtin
@@ -48,10 +48,7 @@ def unseen_model(data_dir):
 
 
 def test_unseen_model_through_the_runner_matches_the_reference(unseen_model, data_dir):
-    from diffusers import TextToVideoSDPipeline
-
     from comfyui_text2video.loading import load_model
-    from comfyui_text2video.samplers.schedulers import build_scheduler
 
     workflow = json.loads(open(WORKFLOW).read())
     summary = run_workflow(workflow, [f"1.model_name={json.dumps(unseen_model)}", "1.dtype=\"float32\"",
@@ -62,10 +59,7 @@ def test_unseen_model_through_the_runner_matches_the_reference(unseen_model, dat
     assert len(files) == 6
     frames = video_io.read_frames(Path(files[0]).parent).frames.float() / 255
 
-    model, clip, vae = load_model(unseen_model, "float32")
-    pipe = TextToVideoSDPipeline(vae=vae.vae, text_encoder=clip.text_encoder, tokenizer=clip.tokenizer,
-                                 unet=model.unet, scheduler=build_scheduler("unipc", "normal", model.scheduler_config))
-    pipe.set_progress_bar_config(disable=True)
+    pipe = text2video_pipeline(*load_model(unseen_model, "float32"), "unipc")
     reference = pipe(workflow["2"]["inputs"]["text"], negative_prompt=workflow["3"]["inputs"]["text"], num_frames=6,
                      height=40, width=72, num_inference_steps=5, guidance_scale=workflow["5"]["inputs"]["cfg"],
                      generator=generator(99), output_type="pt").frames
