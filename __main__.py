@@ -1,0 +1,7 @@
+"""`python -m comfyui_text2video run|nodes ...`: see `cli.py`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
