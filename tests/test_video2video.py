@@ -85,3 +85,10 @@ def test_bad_images_are_refused(tiny_t2v, images, message):
 def test_strength_outside_range_is_refused(tiny_t2v, strength):
     with pytest.raises(NodeInputError, match=r"T2VVideoToVideo: input 'strength'.*outside 0..1"):
         refine(tiny_t2v, torch.rand(2, 32, 32, 3), strength=strength)
+
+
+def test_hundreds_of_frames_work(tiny_t2v):
+    frames = torch.rand(240, 16, 16, 3, generator=generator(0))
+    latent = refine(tiny_t2v, frames, strength=0.5, steps=2, frames_per_batch=64)["samples"]
+    assert latent.shape == (1, 4, 240, 2, 2)
+    assert torch.isfinite(latent).all()
