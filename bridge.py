@@ -109,8 +109,10 @@ def metadata_enabled() -> bool:
 
 
 def _register_comfyui_folders() -> None:  # pragma: no cover - ComfyUI only
-    if MODEL_FOLDER not in _folder_paths.folder_names_and_paths:
-        _folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(_folder_paths.models_dir, MODEL_FOLDER))
+    """Register `models/text2video` first among the folder's paths (extra_model_paths.yaml may add more):
+    the built-in models are cached in the first one, ComfyUI's own writable models folder."""
+    _folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(_folder_paths.models_dir, MODEL_FOLDER),
+                                        is_default=True)
 
 
 if IN_COMFYUI:  # pragma: no cover
@@ -145,9 +147,14 @@ def intermediate_device() -> torch.device:
 
 
 def auto_dtype(device: torch.device) -> torch.dtype:
-    """The weight dtype for `dtype = auto`: half precision on GPUs that do it well, else float32."""
+    """The weight dtype for `dtype = auto`: half precision on GPUs that do it well, else float32.
+
+    In ComfyUI its own policy decides (float16, else bfloat16 where that is the fast half type).
+    """
     if IN_COMFYUI:
-        return torch.float16 if _comfy_mm.should_use_fp16(device) else torch.float32
+        if _comfy_mm.should_use_fp16(device):
+            return torch.float16
+        return torch.bfloat16 if _comfy_mm.should_use_bf16(device) else torch.float32
     return torch.float16 if device.type == "cuda" else torch.float32
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+
+if TYPE_CHECKING:
+    from .bridge import ManagedModule
 
 UNET_3D = "unet3d"
 UNET_2D = "unet2d"
@@ -19,8 +22,19 @@ class ModelPatch(Protocol):
         """Context manager: install on `unet`, restore the original on exit (also on errors)."""
 
 
+class _Managed:
+    """A handle whose weights the host may offload between uses."""
+
+    managed: ManagedModule | None
+
+    def load_for_use(self) -> None:
+        """Make sure the weights are on `device` (ComfyUI may have offloaded them); call right before running."""
+        if self.managed is not None:
+            self.managed.load_for_use()
+
+
 @dataclasses.dataclass(frozen=True)
-class ModelHandle:
+class ModelHandle(_Managed):
     """`T2V_MODEL`: a denoiser and what sampling needs to know about it.
 
     Frozen: nodes never mutate a handle; `with_patch` returns a clone that shares the weights.
@@ -33,6 +47,7 @@ class ModelHandle:
     dtype: torch.dtype
     device: torch.device
     patches: tuple[ModelPatch, ...] = ()
+    managed: ManagedModule | None = None  # the UNet under the host's memory management (None: built by hand)
 
     @property
     def cross_attention_dim(self) -> int:
@@ -47,7 +62,8 @@ class ModelHandle:
 
     @contextlib.contextmanager
     def patched(self, frames_per_group: int):
-        """The UNet with this handle's patches installed for the duration (removed on any exit)."""
+        """The UNet, loaded for use, with this handle's patches installed for the duration (removed on any exit)."""
+        self.load_for_use()
         with contextlib.ExitStack() as stack:
             for patch in self.patches:
                 stack.enter_context(patch.installed(self.unet, frames_per_group))
@@ -55,22 +71,24 @@ class ModelHandle:
 
 
 @dataclasses.dataclass(frozen=True)
-class ClipHandle:
+class ClipHandle(_Managed):
     """`T2V_CLIP`: a CLIP tokenizer and text encoder."""
 
     name: str
     tokenizer: Any
     text_encoder: torch.nn.Module
     device: torch.device
+    managed: ManagedModule | None = None  # the text encoder under the host's memory management
 
 
 @dataclasses.dataclass(frozen=True)
-class VaeHandle:
+class VaeHandle(_Managed):
     """`T2V_VAE`: an `AutoencoderKL` and its latent scaling."""
 
     name: str
     vae: torch.nn.Module
     device: torch.device
+    managed: ManagedModule | None = None  # the VAE under the host's memory management
 
     @property
     def scaling_factor(self) -> float:

@@ -6,12 +6,15 @@ Weights load from safetensors; pickled weights (`.bin`, `.pth`, `.ckpt`) only th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import pickle
+import weakref
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,7 +32,6 @@ REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 CACHE_SIZE = 2  # enough for a two-model chain (zeroscope 576w -> XL)
 
 _PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
-_cache: OrderedDict[tuple, tuple[ModelHandle, ClipHandle, VaeHandle]] = OrderedDict()
 
 
 def _scan(root: Path) -> list[str]:
@@ -149,37 +151,110 @@ def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
     return bridge.auto_dtype(device) if choice == "auto" else DTYPES[choice]
 
 
-def load_model(name: str, dtype_choice: str = "auto") -> tuple[ModelHandle, ClipHandle, VaeHandle]:
-    """Load (or reuse from the process cache) the model, text encoder and VAE of `name`."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel, UNet3DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+@dataclasses.dataclass(frozen=True)
+class _ModelInfo:
+    """What the handles of a loaded model need besides its weights."""
 
-    device = bridge.compute_device()
-    dtype = resolve_dtype(dtype_choice, device)
-    folder = resolve_model_folder(name)
-    key = (str(folder), dtype, str(device))
-    if key in _cache:
-        _cache.move_to_end(key)
-        return _cache[key]
+    kind: str
+    scheduler_config: dict
+    tokenizer: Any
+
+
+Components = dict[str, bridge.ManagedModule]
+"""A loaded model's weights by role (`bridge.DENOISER`, `bridge.TEXT_ENCODER`, `bridge.VAE`)."""
+
+
+class _ModelCache:
+    """Loaded models by folder, device and dtypes, so a model loaded twice (also as `auto` and as the dtype
+    `auto` picks) is loaded once.
+
+    Headless: the last `CACHE_SIZE` models. Inside ComfyUI: weak references to the components only, one by one.
+    ComfyUI's execution cache holds the handles it passes between nodes, so a component still in use somewhere
+    (say a patched clone of the UNet) is found again instead of loaded twice, while `POST /free` (which drops
+    that cache and unloads the models) really gives the memory back.
+    """
+
+    def __init__(self):
+        self._recent: OrderedDict[tuple, tuple[_ModelInfo, Components]] = OrderedDict()
+        self._weak: dict[tuple, tuple[_ModelInfo, dict[str, weakref.ref]]] = {}
+
+    def lookup(self, key: tuple) -> tuple[_ModelInfo | None, Components]:
+        """The model's info and whichever of its components are still loaded."""
+        if key in self._recent:
+            self._recent.move_to_end(key)
+            info, components = self._recent[key]
+            return info, dict(components)
+        if key in self._weak:
+            info, refs = self._weak[key]
+            alive = {role: ref() for role, ref in refs.items()}
+            return info, {role: component for role, component in alive.items() if component is not None}
+        return None, {}
+
+    def store(self, key: tuple, info: _ModelInfo, components: Components) -> None:
+        if bridge.host_owns_models():
+            self._weak[key] = (info, {role: weakref.ref(component) for role, component in components.items()})
+            return
+        self._recent[key] = (info, components)
+        self._recent.move_to_end(key)
+        while len(self._recent) > CACHE_SIZE:
+            self._recent.popitem(last=False)
+
+    def clear(self) -> None:
+        self._recent.clear()
+        self._weak.clear()
+
+
+_cache = _ModelCache()
+
+
+def _read_info(folder: Path) -> _ModelInfo:
+    from transformers import CLIPTokenizer
+
     kind = _check_components(folder)
-    unet_class = UNet3DConditionModel if kind == UNET_3D else UNet2DConditionModel
-    unet = _load_component(unet_class, folder / "unet", dtype, "torch_dtype")
-    vae = _load_component(AutoencoderKL, folder / "vae", dtype, "torch_dtype")
-    text_encoder = _load_component(CLIPTextModel, folder / "text_encoder", dtype, _transformers_dtype_kwarg())
     try:
         tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{folder.name}: cannot load its tokenizer: {exc}") from exc
     scheduler_config = dict(_read_json(folder / "scheduler" / "scheduler_config.json"))
-    for module in (unet, vae, text_encoder):
-        module.to(device).eval().requires_grad_(False)
-    handles = (ModelHandle(name, unet, kind, scheduler_config, dtype, device),
-               ClipHandle(name, tokenizer, text_encoder, device),
-               VaeHandle(name, vae, device))
-    _cache[key] = handles
-    while len(_cache) > CACHE_SIZE:
-        _cache.popitem(last=False)
-    return handles
+    return _ModelInfo(kind, scheduler_config, tokenizer)
+
+
+def _load_role(role: str, folder: Path, kind: str, dtype: torch.dtype) -> torch.nn.Module:
+    """The component of `role`, in eval mode without gradients."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel, UNet3DConditionModel
+    from transformers import CLIPTextModel
+
+    if role == bridge.DENOISER:
+        unet_class = UNet3DConditionModel if kind == UNET_3D else UNet2DConditionModel
+        module = _load_component(unet_class, folder / "unet", dtype, "torch_dtype")
+    elif role == bridge.VAE:
+        module = _load_component(AutoencoderKL, folder / "vae", dtype, "torch_dtype")
+    else:
+        module = _load_component(CLIPTextModel, folder / "text_encoder", dtype, _transformers_dtype_kwarg())
+    return module.eval().requires_grad_(False)
+
+
+def load_model(name: str, dtype_choice: str = "auto") -> tuple[ModelHandle, ClipHandle, VaeHandle]:
+    """Load (or reuse from the process cache) the model, text encoder and VAE of `name`.
+
+    `auto` picks each component's precision for the device it computes on. The components are handed to the
+    host's memory management (`bridge.ManagedModule`): the handles load them for use right before they run.
+    """
+    folder = resolve_model_folder(name)
+    dtypes = {role: resolve_dtype(dtype_choice, bridge.load_device(role)) for role in bridge.ROLES}
+    key = (str(folder), str(bridge.load_device(bridge.DENOISER)), *dtypes.values())
+    info, components = _cache.lookup(key)
+    if info is None:
+        info = _read_info(folder)
+    for role in bridge.ROLES:
+        if role not in components:
+            components[role] = bridge.ManagedModule(_load_role(role, folder, info.kind, dtypes[role]), role)
+    _cache.store(key, info, components)
+    unet, text_encoder, vae = (components[role] for role in (bridge.DENOISER, bridge.TEXT_ENCODER, bridge.VAE))
+    return (ModelHandle(name, unet.module, info.kind, info.scheduler_config, unet.module.dtype, unet.device,
+                        managed=unet),
+            ClipHandle(name, info.tokenizer, text_encoder.module, text_encoder.device, managed=text_encoder),
+            VaeHandle(name, vae.module, vae.device, managed=vae))
 
 
 def clear_cache() -> None:

@@ -13,6 +13,7 @@ log = logging.getLogger(__name__)
 
 def encode_text(clip: ClipHandle, text: str) -> tuple[torch.Tensor, torch.Tensor]:
     """`(embeds [1, L, D], pooled [1, D])` for one prompt; tokens past the limit are cut with a warning."""
+    clip.load_for_use()
     tokenizer, encoder = clip.tokenizer, clip.text_encoder
     limit = tokenizer.model_max_length
     tokens = tokenizer(text, padding="max_length", max_length=limit, truncation=True, return_tensors="pt")

@@ -45,6 +45,7 @@ def decode_frames(handle: VaeHandle, latents: torch.Tensor, frames_per_batch: in
     Half-precision chunks that come out NaN are decoded again in float32 (with a warning);
     VAEs whose config sets `force_upcast` always decode in float32.
     """
+    handle.load_for_use()
     vae = handle.vae
     latents = latents / handle.scaling_factor
     upcast = handle.force_upcast and vae.dtype != torch.float32
@@ -70,6 +71,7 @@ def encode_frames(handle: VaeHandle, images: torch.Tensor, frames_per_batch: int
     Without `posterior_noise` the posterior mean; with it (drawn once as `[N, C, h, w]` for the
     whole video, so the chunking does not change it) a posterior sample `mean + std * noise`.
     """
+    handle.load_for_use()
     vae = handle.vae
     out = []
     with _float32(vae) if handle.force_upcast else contextlib.nullcontext():

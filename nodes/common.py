@@ -51,6 +51,7 @@ def conditioning_on(conditioning, device: torch.device) -> list:
 class StepProgress:
     """A progress callback for the samplers: ticks the bar and honours interrupts every step.
 
+    Wraps one large step of a node (sampling, VAE, saving); the allocator cache is emptied after it.
     `stage_offset` lets several sampling stages of one node share one bar.
     """
 
@@ -76,3 +77,4 @@ class StepProgress:
     def __exit__(self, *exc):
         if self.progress is not None:
             self.progress.close()
+        bridge.soft_empty_cache()

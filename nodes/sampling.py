@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import NodeInputError
 from ..samplers.schedulers import SAMPLER_NAMES, SAMPLERS, SCHEDULER_NAMES, karras_problem
-from ..samplers.text2video import RESUME_KEY, SamplingPlan, sample_model
+from ..samplers.text2video import RESUME_KEY, SamplingPlan, sample_model, seeded_generator
 from .common import MAX_SEED, StepProgress, check_conditioning, check_latent_channels, conditioning_on, \
     video_latents
 
@@ -87,7 +87,8 @@ class T2VSampler:
             check_conditioning(NODE, "negative", negative, model)
         with StepProgress(NODE) as progress:
             out, state = sample_model(model, conditioning_on(positive, model.device),
-                                      conditioning_on(negative, model.device), cfg, samples, plan, seed,
+                                      conditioning_on(negative, model.device), cfg, samples, plan,
+                                      seeded_generator(seed),
                                       latent.get(RESUME_KEY), progress)
         result = {key: value for key, value in latent.items() if key not in ("samples", RESUME_KEY)}
         result["samples"] = out

@@ -48,7 +48,6 @@ class T2VVAEDecode:
         flat = samples.permute(0, 2, 1, 3, 4).reshape(batch * frames, channels, height, width)
         with StepProgress("T2VVAEDecode") as progress:
             images = decode_frames(vae, flat, frames_per_batch, on_chunk=progress)
-        bridge.soft_empty_cache()
         return (images.to(bridge.intermediate_device()),)
 
 

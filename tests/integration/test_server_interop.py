@@ -1,0 +1,85 @@
+"""The pack's data types flow into and out of ComfyUI's core nodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import api_workflows as wf
+from saved_outputs import frame_count, written_files
+
+
+@pytest.fixture(scope="module")
+def input_frames(comfy) -> list[str]:
+    """Two 64x64 PNG frames in the input folder, for core LoadImage."""
+    names = []
+    for index in range(2):
+        pixels = np.full((64, 64, 3), 60 * index, dtype=np.uint8)
+        pixels[16:48, 8 + 8 * index:40 + 8 * index] = (250, 120, 30)
+        name = f"it-frame-{index}.png"
+        Image.fromarray(pixels).save(comfy.input_dir / name)
+        names.append(name)
+    return names
+
+
+def test_pack_images_go_into_core_save_animated_webp_and_preview_image(comfy):
+    prompt = wf.text_to_video("it/unused", seed=41, steps=1)
+    del prompt["7"]
+    prompt["8"] = wf.node("SaveAnimatedWEBP", images=wf.link("6"), filename_prefix="it/core-webp", fps=8.0,
+                          lossless=False, quality=80, method="default")
+    prompt["9"] = wf.node("PreviewImage", images=wf.link("6"))
+    run = comfy.run(prompt)
+    assert run.status == "success", run.error()
+    (webp,) = run.outputs["8"]["images"]
+    path = comfy.output_dir / webp["subfolder"] / webp["filename"]
+    with Image.open(path) as image:
+        assert image.n_frames == wf.FRAMES and image.size == (wf.SIZE, wf.SIZE)
+    previews = run.outputs["9"]["images"]
+    assert len(previews) == wf.FRAMES and all(entry["type"] == "temp" for entry in previews)
+
+
+def test_core_load_image_frames_go_into_video_to_video(comfy, input_frames):
+    images = {"11": wf.node("LoadImage", image=input_frames[0]), "12": wf.node("LoadImage", image=input_frames[1]),
+              "10": wf.node("ImageBatch", image1=wf.link("11"), image2=wf.link("12"))}
+    run = comfy.run(wf.video_to_video(images, "it/v2v-load-image", seed=42))
+    assert run.status == "success", run.error()
+    (video,) = written_files(comfy, run)
+    assert frame_count(video) == 2
+
+
+def test_core_load_video_components_go_into_video_to_video(comfy, sample_video):
+    images = {"11": wf.node("LoadVideo", file=sample_video.name), "10": wf.node("GetVideoComponents", video=wf.link("11"))}
+    run = comfy.run(wf.video_to_video(images, "it/v2v-load-video", seed=43))
+    assert run.status == "success", run.error()
+    (video,) = written_files(comfy, run)
+    assert frame_count(video) == 6
+
+
+def test_core_conditioning_nodes_work_on_pack_conditioning(comfy):
+    prompt = wf.text_to_video("it/core-conditioning", seed=44, steps=2)
+    prompt["30"] = wf.node("ConditioningZeroOut", conditioning=wf.link("3"))
+    prompt["31"] = wf.node("ConditioningAverage", conditioning_to=wf.link("2"), conditioning_from=wf.link("30"),
+                           conditioning_to_strength=0.75)
+    prompt["32"] = wf.node("ConditioningConcat", conditioning_to=wf.link("31"), conditioning_from=wf.link("2"))
+    prompt["5"]["inputs"].update(positive=wf.link("32"), negative=wf.link("30"))
+    run = comfy.run(prompt)
+    assert run.status == "success", run.error()
+    written_files(comfy, run)
+
+
+def test_core_empty_latent_image_is_read_as_one_video_for_partial_denoising(comfy):
+    prompt = wf.text_to_video("it/core-latent", seed=45, steps=4)
+    prompt["4"] = wf.node("EmptyLatentImage", width=wf.SIZE, height=wf.SIZE, batch_size=3)
+    prompt["5"]["inputs"]["denoise"] = 0.5
+    run = comfy.run(prompt)
+    assert run.status == "success", run.error()
+    (video,) = written_files(comfy, run)
+    assert frame_count(video) == 3
+
+
+def test_an_uploaded_video_is_offered_by_t2v_load_video(comfy, sample_video, object_info_choices):
+    uploaded = comfy.upload(sample_video)
+    assert uploaded["type"] == "input"
+    assert uploaded["name"] in object_info_choices("T2VLoadVideo", "video")
+    assert uploaded["name"] in object_info_choices("LoadVideo", "file")
