@@ -49,26 +49,28 @@ def conditioning_on(conditioning, device: torch.device) -> list:
 
 
 class StepProgress:
-    """A progress callback for the samplers: ticks the bar and honours interrupts every step.
+    """A progress callback for the samplers and VAE: ticks the bar and honours interrupts every step.
 
     Wraps one large step of a node (sampling, VAE, saving); the allocator cache is emptied after it.
-    `stage_offset` lets several sampling stages of one node share one bar.
+    Stages that each count from 1 (Text2Video-Zero's loops) add up on one bar of `total` ticks
+    (default: the first stage's length).
     """
 
     def __init__(self, description: str, total: int | None = None):
         self.description = description
         self.total = total
         self.progress = None
-        self.stage_offset = 0
+        self.finished_stages = 0
+        self.last_done = 0
 
     def __call__(self, done: int, total: int) -> None:
+        if done <= self.last_done:  # a new stage counts from the start again
+            self.finished_stages += self.last_done
+        self.last_done = done
         if self.progress is None:
             self.progress = bridge.Progress(self.total or total, self.description)
-        self.progress.update(self.stage_offset + done)
+        self.progress.update(self.finished_stages + done)
         bridge.check_interrupt()
-
-    def next_stage(self, done: int) -> None:
-        self.stage_offset += done
 
     def __enter__(self):
         bridge.check_interrupt()

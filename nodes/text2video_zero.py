@@ -6,7 +6,9 @@ from ..attention.cross_frame import CrossFrameAttention
 from ..errors import NodeInputError
 from ..handles import UNET_2D
 from ..samplers.text2video import RESUME_KEY, SamplingPlan, seeded_generator
-from ..samplers.text2video_zero import AnchorFrame, motion_latents, schedule_problem, split_steps, text2video_zero
+from ..samplers.schedulers import SAMPLERS
+from ..samplers.text2video_zero import (AnchorFrame, motion_latents, schedule_problem, split_steps, text2video_zero,
+                                         zero_steps)
 from .common import MAX_FRAMES, MAX_RESOLUTION, StepProgress, check_conditioning, conditioning_on, video_latents
 from .latent import LATENT_CHANNELS, SPATIAL_SCALE
 from .sampling import MAX_STEPS, check_sampler_choice, sampler_inputs
@@ -174,7 +176,8 @@ class T2VText2VideoZero:
             check_conditioning(node, "negative", negative, model)
         shape = (1, LATENT_CHANNELS, 1, height // SPATIAL_SCALE, width // SPATIAL_SCALE)
         plan = SamplingPlan(sampler_name, scheduler, steps)
-        with StepProgress(node) as progress:
+        model_calls = SAMPLERS[sampler_name].scheduler_class.order * zero_steps(steps, t0, t1, frames, chunk_size)
+        with StepProgress(node, model_calls) as progress:
             samples = text2video_zero(model, model.with_patch(CrossFrameAttention()),
                                       conditioning_on(positive, model.device), conditioning_on(negative, model.device),
                                       cfg, shape, plan, t0, t1, frames, motion_x, motion_y, chunk_size, seed, progress)

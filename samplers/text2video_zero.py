@@ -127,6 +127,12 @@ def chunk_frame_ids(frames: int, chunk_size: int) -> list[list[int]]:
     return [[0, *range(start, end)] for start, end in zip(starts, ends)]
 
 
+def zero_steps(steps: int, t0: int, t1: int, frames: int, chunk_size: int) -> int:
+    """Denoising steps of a whole run: frame 0 to `t0`, then every chunk from `t1` to the end."""
+    t1_step, t0_step = split_steps(steps, t0, t1)
+    return t0_step + len(chunk_frame_ids(frames, chunk_size)) * (steps - t1_step)
+
+
 def text2video_zero(model, cross_frame_model, positive, negative, cfg: float, shape: tuple, plan: SamplingPlan,
                     t0: int, t1: int, frames: int, motion_x: float, motion_y: float, chunk_size: int, seed: int,
                     callback=None) -> torch.Tensor:
