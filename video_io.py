@@ -43,7 +43,7 @@ DEFAULT_FPS = 8.0
 MIN_SIZE = 8
 FRAME_NAME = "frame_{:05d}.png"
 
-_DECODE_ERRORS = (av.FFmpegError, OSError, SyntaxError, EOFError)
+_DECODE_ERRORS = (av.FFmpegError, OSError, SyntaxError, EOFError, Image.DecompressionBombError)
 _EXIF_PROMPT_TAG = 0x0110  # "Model"; further entries count down from "Make" (0x010F)
 _EXIF_FIRST_EXTRA_TAG = 0x010F
 

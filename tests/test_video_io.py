@@ -413,6 +413,7 @@ def make_audio_only(path: Path) -> None:
     ("audio.mkv", make_audio_only, "no video stream"),
     ("junk.mp4", lambda path: path.write_bytes(os.urandom(4096)), "cannot be decoded"),
     ("junk.gif", lambda path: path.write_bytes(b"GIF89a" + os.urandom(200)), "cannot be decoded"),
+    ("huge.gif", lambda path: path.write_bytes(b"GIF89a\xff\xff\xff\xff" + bytes(200)), "cannot be decoded"),
     ("junk.webp", lambda path: path.write_bytes(b"RIFF\x10\x00\x00\x00WEBPVP8 " + os.urandom(64)),
      "cannot be decoded"),
     ("empty.mkv", make_empty_video, "cannot be decoded"),
