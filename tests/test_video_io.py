@@ -407,13 +407,23 @@ def make_audio_only(path: Path) -> None:
         container.mux(stream.encode())
 
 
+def make_gif_claiming_65535_squared(path: Path) -> None:
+    """A small GIF whose header claims a size Pillow refuses as a decompression bomb."""
+    Image.new("P", (8, 8)).save(path, "GIF")
+    data = bytearray(path.read_bytes())
+    data[6:10] = b"\xff\xff\xff\xff"  # logical screen size
+    descriptor = data.index(0x2C)
+    data[descriptor + 5:descriptor + 9] = b"\xff\xff\xff\xff"  # first frame size
+    path.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize("name, make, problem", [
     ("absent.mp4", lambda path: None, "does not exist"),
     ("zero.mp4", lambda path: path.touch(), "empty file"),
     ("audio.mkv", make_audio_only, "no video stream"),
     ("junk.mp4", lambda path: path.write_bytes(os.urandom(4096)), "cannot be decoded"),
     ("junk.gif", lambda path: path.write_bytes(b"GIF89a" + os.urandom(200)), "cannot be decoded"),
-    ("huge.gif", lambda path: path.write_bytes(b"GIF89a\xff\xff\xff\xff" + bytes(200)), "cannot be decoded"),
+    ("huge.gif", lambda path: make_gif_claiming_65535_squared(path), "cannot be decoded"),
     ("junk.webp", lambda path: path.write_bytes(b"RIFF\x10\x00\x00\x00WEBPVP8 " + os.urandom(64)),
      "cannot be decoded"),
     ("empty.mkv", make_empty_video, "cannot be decoded"),
