@@ -269,6 +269,11 @@ def check_interrupt() -> None:
         raise KeyboardInterrupt("interrupted")
 
 
+def shows_previews() -> bool:
+    """Whether progress updates can show a preview image (ComfyUI's editor; not a terminal)."""
+    return IN_COMFYUI
+
+
 class Progress:
     """A step counter shown in ComfyUI's editor, or as a tqdm bar on stderr headless."""
 

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-ProgressCallback = Callable[[int, int], None]
+ProgressCallback = Callable[[int, int, torch.Tensor], None]
 
 
 def frames_view(x: torch.Tensor) -> torch.Tensor:
@@ -51,7 +51,7 @@ def denoise(predict_noise: NoisePredictor, scheduler, x: torch.Tensor, first: in
     """Denoise 5-D latents over `scheduler.timesteps[first:last]`.
 
     The scheduler steps on the `[B*F, C, h, w]` view (where ancestral/SDE noise is drawn);
-    `callback(done, total)` is called after every position.
+    `callback(done, total, latents)` is called after every position.
     """
     kwargs = step_kwargs(scheduler, generator, eta)
     batch = x.shape[0]
@@ -63,7 +63,7 @@ def denoise(predict_noise: NoisePredictor, scheduler, x: torch.Tensor, first: in
         stepped = scheduler.step(frames_view(noise_pred), t, frames_view(x), **kwargs).prev_sample
         x = video_view(stepped, batch)
         if callback is not None:
-            callback(done, last - first)
+            callback(done, last - first, x)
     return x, last_call
 
 

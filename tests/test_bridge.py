@@ -180,3 +180,15 @@ def test_inside_a_host_the_cache_holds_models_only_while_someone_uses_them(monke
 
 def test_builtin_cache_dir_is_inside_the_packs_models_folder(data_dir):
     assert Path(bridge.builtin_cache_dir()).parent == Path(data_dir) / "models" / "text2video"
+
+
+def test_latent_preview_is_a_small_rgb_image_of_frame_zero():
+    from comfyui_text2video.nodes.common import latent_preview
+
+    latents = torch.zeros(1, 4, 3, 6, 8)
+    latents[0, 0, 0] = 1.0  # only frame 0, channel 0: a warm colour
+    image = latent_preview(latents)
+    assert image.size == (8, 6) and image.mode == "RGB"
+    red, green, blue = image.getpixel((0, 0))
+    assert red > blue
+    assert latent_preview(torch.zeros(1, 16, 1, 2, 2)) is None  # not a 4-channel latent: no guess

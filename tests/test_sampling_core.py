@@ -43,5 +43,5 @@ def test_progress_callback_counts_every_model_call():
     calls = []
     plan = SamplingPlan("heun", "normal", steps=3)
     sample(lambda x, t: torch.zeros_like(x), SCHEDULER_CONFIG, torch.zeros(1, 4, 1, 2, 2), plan, seeded_generator(0),
-           callback=lambda done, total: calls.append((done, total)))
-    assert calls == [(i, 5) for i in range(1, 6)]  # heun: 3 steps = 5 model calls
+           callback=lambda done, total, latents: calls.append((done, total, latents.shape)))
+    assert calls == [(i, 5, (1, 4, 1, 2, 2)) for i in range(1, 6)]  # heun: 3 steps = 5 model calls
