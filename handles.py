@@ -46,6 +46,7 @@ class ModelHandle(_Managed):
     scheduler_config: dict
     dtype: torch.dtype
     device: torch.device
+    latent_scale: float  # the VAE's scaling factor: LATENTs hold raw VAE latents, the UNet sees them scaled
     patches: tuple[ModelPatch, ...] = ()
     managed: ManagedModule | None = None  # the UNet under the host's memory management (None: built by hand)
 
@@ -89,10 +90,6 @@ class VaeHandle(_Managed):
     vae: torch.nn.Module
     device: torch.device
     managed: ManagedModule | None = None  # the VAE under the host's memory management
-
-    @property
-    def scaling_factor(self) -> float:
-        return float(self.vae.config.scaling_factor)
 
     @property
     def spatial_scale(self) -> int:

@@ -252,7 +252,7 @@ def load_model(name: str, dtype_choice: str = "auto") -> tuple[ModelHandle, Clip
     _cache.store(key, info, components)
     unet, text_encoder, vae = (components[role] for role in (bridge.DENOISER, bridge.TEXT_ENCODER, bridge.VAE))
     return (ModelHandle(name, unet.module, info.kind, info.scheduler_config, unet.module.dtype, unet.device,
-                        managed=unet),
+                        float(vae.module.config.scaling_factor), managed=unet),
             ClipHandle(name, info.tokenizer, text_encoder.module, text_encoder.device, managed=text_encoder),
             VaeHandle(name, vae.module, vae.device, managed=vae))
 

@@ -40,14 +40,13 @@ def _decode_chunk(vae: torch.nn.Module, latents: torch.Tensor, dtype: torch.dtyp
 
 def decode_frames(handle: VaeHandle, latents: torch.Tensor, frames_per_batch: int,
                   on_chunk=None) -> torch.Tensor:
-    """Latent frames `[N, C, h, w]` -> pixels `[N, H, W, 3]` float32 in 0..1, on the latents' device.
+    """Raw latent frames `[N, C, h, w]` -> pixels `[N, H, W, 3]` float32 in 0..1, on the latents' device.
 
     Half-precision chunks that come out NaN are decoded again in float32 (with a warning);
     VAEs whose config sets `force_upcast` always decode in float32.
     """
     handle.load_for_use()
     vae = handle.vae
-    latents = latents / handle.scaling_factor
     upcast = handle.force_upcast and vae.dtype != torch.float32
     frames = []
     with _float32(vae) if upcast else contextlib.nullcontext():
@@ -66,7 +65,7 @@ def decode_frames(handle: VaeHandle, latents: torch.Tensor, frames_per_batch: in
 
 def encode_frames(handle: VaeHandle, images: torch.Tensor, frames_per_batch: int,
                   posterior_noise: torch.Tensor | None = None, on_chunk=None) -> torch.Tensor:
-    """Pixels `[N, H, W, 3]` in 0..1 -> scaled latents `[N, C, h, w]` float32.
+    """Pixels `[N, H, W, 3]` in 0..1 -> raw latents `[N, C, h, w]` float32 (ComfyUI's LATENT convention).
 
     Without `posterior_noise` the posterior mean; with it (drawn once as `[N, C, h, w]` for the
     whole video, so the chunking does not change it) a posterior sample `mean + std * noise`.
@@ -81,7 +80,7 @@ def encode_frames(handle: VaeHandle, images: torch.Tensor, frames_per_batch: int
                 posterior = vae.encode(pixels.to(vae.dtype)).latent_dist
             latents = posterior.mean if posterior_noise is None else \
                 posterior.mean + posterior.std * posterior_noise[part].to(posterior.mean)
-            out.append(latents.float() * handle.scaling_factor)
+            out.append(latents.float())
             if on_chunk is not None:
                 on_chunk(part.stop, images.shape[0])
     return torch.cat(out)

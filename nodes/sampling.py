@@ -82,14 +82,19 @@ class T2VSampler:
                              partial=plan.first_step > 0 or plan.last_step < steps)
         samples = video_latents(NODE, "latent", latent, model.device)
         check_latent_channels(NODE, "latent", samples, model)
+        state = latent.get(RESUME_KEY)
+        if state is not None and not add_noise and state.next_step == plan.first_step:
+            problem = state.mismatch(plan, samples.shape)
+            if problem:
+                raise NodeInputError(NODE, "latent", f"it comes from a sampler that stopped at step {state.next_step}, "
+                                                     f"but {problem}")
         check_conditioning(NODE, "positive", positive, model)
         if cfg > 1:
             check_conditioning(NODE, "negative", negative, model)
         with StepProgress(NODE) as progress:
             out, state = sample_model(model, conditioning_on(positive, model.device),
                                       conditioning_on(negative, model.device), cfg, samples, plan,
-                                      seeded_generator(seed),
-                                      latent.get(RESUME_KEY), progress)
+                                      seeded_generator(seed), state, progress)
         result = {key: value for key, value in latent.items() if key not in ("samples", RESUME_KEY)}
         result["samples"] = out
         if state is not None:

@@ -118,6 +118,9 @@ class T2VMotionFieldLatent:
         node = "T2VMotionFieldLatent"
         at_t1, state_t1 = _anchor_state(node, "latent_t1", latent_t1)
         at_t0, state_t0 = _anchor_state(node, "latent_t0", latent_t0)
+        if at_t1.shape[0] != 1:
+            raise NodeInputError(node, "latent_t1", f"Text2Video-Zero makes one video at a time; got a batch of "
+                                                    f"{at_t1.shape[0]} (use batch_size 1)")
         if state_t0.schedule_key != state_t1.schedule_key or state_t0.next_step <= state_t1.next_step:
             raise NodeInputError(node, "latent_t0", "it must continue latent_t1's run (same sampler, scheduler and "
                                                     "steps) and stop later (at t0_step)")

@@ -46,12 +46,45 @@ class SamplingPlan:
 
 @dataclasses.dataclass(frozen=True)
 class SamplerState:
-    """Where a run stopped: enough to continue it exactly (scheduler history, generator position)."""
+    """Where a run stopped: enough to continue it exactly (scheduler history, generator position).
+
+    `latents` are the stopped run's own (scaled) latents; `returned` is the raw tensor it handed out, so
+    that a LATENT passed on unchanged continues bit for bit.
+    """
 
     schedule_key: tuple
     next_step: int
     scheduler: object
     generator_state: torch.Tensor
+    latents: torch.Tensor
+    latent_scale: float = 1.0
+    returned: torch.Tensor | None = None
+
+    def mismatch(self, plan: SamplingPlan, shape) -> str | None:
+        """Why a run that starts where this state stopped cannot continue it, or None."""
+        sampler_name, scheduler_name, steps, denoise_start = self.schedule_key
+        if plan.schedule_key != self.schedule_key:
+            return (f"that run used sampler '{sampler_name}', scheduler '{scheduler_name}', {steps} steps (from "
+                    f"step {denoise_start}); continue it with the same settings")
+        if tuple(shape) != tuple(self.latents.shape):
+            return (f"that run's latent had shape {tuple(self.latents.shape)}, this one has {tuple(shape)}; a "
+                    "stopped run continues only on the same latent")
+        return None
+
+
+def model_space(samples: torch.Tensor, latent_scale: float, state: SamplerState | None) -> torch.Tensor:
+    """Raw LATENT samples -> the scaled latents the UNet works on.
+
+    A LATENT straight from a run that stopped early gives back that run's own latents, exactly.
+    """
+    if state is not None and state.returned is samples:
+        return state.latents
+    return samples * latent_scale
+
+
+def raw_space(latents: torch.Tensor, latent_scale: float) -> torch.Tensor:
+    """Scaled latents -> raw LATENT samples (as the reference decodes: `1 / scaling_factor * latents`)."""
+    return latents * (1 / latent_scale)
 
 
 def seeded_generator(seed: int) -> torch.Generator:
@@ -91,7 +124,7 @@ def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: S
     if first >= last:
         return latents, None
     if (resume is not None and not plan.add_noise and resume.next_step == first
-            and resume.schedule_key == plan.schedule_key):
+            and resume.mismatch(plan, latents.shape) is None):
         scheduler = copy.deepcopy(resume.scheduler)
         generator.set_state(resume.generator_state)
         x = latents
@@ -110,13 +143,24 @@ def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: S
         return x, None
     if not plan.return_with_leftover_noise:
         return clean_estimate(scheduler, last_call, SAMPLERS[plan.sampler_name].sigma_space), None
-    return x, SamplerState(plan.schedule_key, last, scheduler, generator.get_state())
+    return x, SamplerState(plan.schedule_key, last, scheduler, generator.get_state(), x)
 
 
 def sample_model(model, positive, negative, cfg: float, latents: torch.Tensor, plan: SamplingPlan,
                  generator: torch.Generator, resume: SamplerState | None = None,
                  callback: ProgressCallback | None = None) -> tuple[torch.Tensor, SamplerState | None]:
-    """`sample` with a `ModelHandle`'s UNet, guidance and patches (installed for this call only)."""
+    """`sample` with a `ModelHandle`'s UNet, guidance and patches (installed for this call only), on raw latents.
+
+    The input is scaled into the UNet's latent space and the result scaled back; with no step to run the
+    input comes back as it is.
+    """
     predictor = GuidedNoisePredictor(model.unet, model.kind, positive, negative, cfg, model.dtype)
+    scaled = model_space(latents, model.latent_scale, resume)
     with model.patched(frames_per_group=latents.shape[2]), torch.no_grad():
-        return sample(predictor, model.scheduler_config, latents, plan, generator, resume, callback)
+        out, state = sample(predictor, model.scheduler_config, scaled, plan, generator, resume, callback)
+    if out is scaled:
+        return latents, None
+    raw = raw_space(out, model.latent_scale)
+    if state is not None:
+        state = dataclasses.replace(state, latent_scale=model.latent_scale, returned=raw)
+    return raw, state

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .schedulers import SAMPLERS, step_start
-from .text2video import SamplerState, SamplingPlan, randn, sample_model, seeded_generator
+from .text2video import SamplerState, SamplingPlan, model_space, randn, raw_space, sample_model, seeded_generator
 
 MOTION_GRID = 512
 """The reference defines motion in pixels on a fixed 512x512 grid, whatever the frame size."""
@@ -93,14 +93,15 @@ def denoise_anchor(model, positive, negative, cfg: float, shape: tuple, plan: Sa
 
 def motion_latents(anchor: AnchorFrame, frame_ids: list[int], motion_x: float, motion_y: float,
                    generator: torch.Generator) -> tuple[torch.Tensor, SamplerState]:
-    """All frames at `t1`: frame 0's own `t1` latent, then its `t0` latent moved to `frame_ids[1:]` and re-noised.
+    """All frames at `t1` (raw): frame 0's own `t1` latent, then its `t0` latent moved to `frame_ids[1:]` and re-noised.
 
     `generator` continues from where the anchor's sampling left it; the returned state resumes the
     anchor's `t1` scheduler with the generator after the re-noising draw.
     """
     scheduler, sampler_name = anchor.state_t0.scheduler, anchor.state_t0.schedule_key[0]
-    steps = anchor.state_t0.schedule_key[2]
-    source = anchor.at_t0[:, :, 0]  # [B, C, h, w]
+    steps, latent_scale = anchor.state_t0.schedule_key[2], anchor.state_t0.latent_scale
+    at_t1 = model_space(anchor.at_t1, latent_scale, anchor.state_t1)
+    source = model_space(anchor.at_t0, latent_scale, anchor.state_t0)[:, :, 0]  # [B, C, h, w]
     moved = []
     for video in source:
         copies = video[None].expand(len(frame_ids) - 1, -1, -1, -1)
@@ -110,9 +111,10 @@ def motion_latents(anchor: AnchorFrame, frame_ids: list[int], motion_x: float, m
                        step_start(scheduler, anchor.state_t0.next_step, steps),
                        step_start(scheduler, anchor.state_t1.next_step, steps), generator)
     renoised = renoised.reshape(moved.shape).permute(0, 2, 1, 3, 4)
-    frames = torch.cat([anchor.at_t1, renoised], dim=2)
-    state = dataclasses.replace(anchor.state_t1, generator_state=generator.get_state())
-    return frames, state
+    frames = torch.cat([at_t1, renoised], dim=2)
+    raw = raw_space(frames, latent_scale)
+    state = dataclasses.replace(anchor.state_t1, generator_state=generator.get_state(), latents=frames, returned=raw)
+    return raw, state
 
 
 def chunk_frame_ids(frames: int, chunk_size: int) -> list[list[int]]:

@@ -24,7 +24,7 @@ def nearest_multiple(value: int, step: int) -> int:
 
 def video_to_video(model, vae, positive, negative, cfg: float, images: torch.Tensor, plan: SamplingPlan,
                    generator: torch.Generator, frames_per_batch: int, callback=None) -> torch.Tensor:
-    """Latents `[1, C, N, h, w]` of `images` (`[N, H, W, 3]`, sizes multiples of the VAE scale) after `plan`.
+    """Raw latents `[1, C, N, h, w]` of `images` (`[N, H, W, 3]`, sizes multiples of the VAE scale) after `plan`.
 
     As the reference: one posterior sample for the whole video, its noise drawn first as
     `[N, C, h, w]` (so encoding in chunks changes nothing), then the img2img noise, then the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import weakref
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from comfyui_text2video import bridge, loading, vae_ops
-from comfyui_text2video.handles import ClipHandle, ModelHandle, VaeHandle
+from comfyui_text2video.handles import ClipHandle, VaeHandle
 from comfyui_text2video.text_encoding import encode_text
 
 
@@ -136,8 +137,7 @@ def test_models_are_loaded_for_use_right_before_they_run(tiny_t2v):
     log = []
     clip = ClipHandle(clip.name, clip.tokenizer, clip.text_encoder, clip.device, RecordingModule(log, "clip"))
     vae = VaeHandle(vae.name, vae.vae, vae.device, RecordingModule(log, "vae"))
-    model = ModelHandle(model.name, model.unet, model.kind, model.scheduler_config, model.dtype, model.device,
-                        managed=RecordingModule(log, "unet"))
+    model = dataclasses.replace(model, managed=RecordingModule(log, "unet"))
     encode_text(clip, "a fox")
     with model.with_patch(NoPatch()).patched(frames_per_group=2):
         pass

@@ -67,8 +67,9 @@ def test_partial_denoise_matches_video_to_video_reference(tiny_t2v, sampler):
     pipe = video2video_pipeline(*tiny_t2v, sampler)
     reference = pipe(PROMPT, video=source.permute(0, 2, 1, 3, 4), strength=0.6, negative_prompt=NEGATIVE, num_inference_steps=5,
                      guidance_scale=7.5, generator=generator(11), output_type="pt").frames
-    latent = T2VSampler().sample(model, encode(clip, PROMPT), encode(clip, NEGATIVE), {"samples": source}, 11, 5,
-                                 7.5, sampler, "normal", 0.6)[0]
+    raw = {"samples": source / model.latent_scale}  # LATENTs hold raw VAE latents, as in ComfyUI
+    latent = T2VSampler().sample(model, encode(clip, PROMPT), encode(clip, NEGATIVE), raw, 11, 5, 7.5, sampler,
+                                 "normal", 0.6)[0]
     ours = T2VVAEDecode().decode(vae, latent)[0]
     assert (ours - frames_of(reference)).abs().max() < TOLERANCE
 
@@ -187,3 +188,44 @@ def test_empty_prompt_is_valid(tiny_t2v):
     _model, clip, _vae = tiny_t2v
     conditioning = encode(clip, "")
     assert conditioning[0][0].shape == (1, 77, 32)
+
+
+def test_latents_are_raw_vae_latents_as_in_comfyui(tiny_t2v):
+    """Core VAEEncode/VAEDecode and the pack's nodes exchange LATENTs without any scaling."""
+    model, clip, vae = tiny_t2v
+    frames = torch.rand(3, 32, 32, 3, generator=generator(2))
+    encoded = T2VVAEEncode().encode(vae, frames)[0]["samples"]
+    with torch.no_grad():
+        core_encoded = vae.vae.encode(frames.permute(0, 3, 1, 2) * 2 - 1).latent_dist.mean
+        assert (encoded[0].permute(1, 0, 2, 3) - core_encoded).abs().max() < 1e-5
+        sampled = T2VSampler().sample(model, encode(clip, PROMPT), encode(clip, ""), {"samples": encoded}, 0, 4, 7.5,
+                                      "ddim", "normal", 0.5)[0]["samples"]
+        core_decoded = vae.vae.decode(sampled[0].permute(1, 0, 2, 3)).sample
+    ours = T2VVAEDecode().decode(vae, {"samples": sampled})[0]
+    assert (ours - (core_decoded / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"steps": 7}, r"that run used sampler 'ddim', scheduler 'normal', 6 steps.*same settings"),
+    ({"sampler_name": "unipc"}, r"that run used sampler 'ddim'.*same settings"),
+])
+def test_continuing_a_stopped_run_with_other_settings_is_refused(tiny_t2v, change, message):
+    model, clip, _vae = tiny_t2v
+    positive, negative = encode(clip, PROMPT), encode(clip, NEGATIVE)
+    settings = {"seed": 5, "steps": 6, "cfg": 7.5, "sampler_name": "ddim", "scheduler": "normal", "denoise": 1.0}
+    first = T2VSampler().sample(model, positive, negative, T2VEmptyLatentVideo().create(32, 32, 2, 1)[0], **settings,
+                                end_step=2, return_with_leftover_noise=True)[0]
+    with pytest.raises(NodeInputError, match=rf"T2VSampler: input 'latent': it comes from a sampler that stopped at "
+                                             rf"step 2, but {message}"):
+        T2VSampler().sample(model, positive, negative, first, **{**settings, **change}, start_step=2, add_noise=False)
+
+
+def test_continuing_a_stopped_run_on_another_shape_is_refused(tiny_t2v):
+    model, clip, _vae = tiny_t2v
+    positive, negative = encode(clip, PROMPT), encode(clip, NEGATIVE)
+    first = T2VSampler().sample(model, positive, negative, T2VEmptyLatentVideo().create(32, 32, 2, 1)[0], 5, 6, 7.5,
+                                "dpmpp_2m", "normal", 1.0, end_step=2, return_with_leftover_noise=True)[0]
+    upscaled = {**first, "samples": torch.nn.functional.interpolate(first["samples"], scale_factor=(1, 2, 2))}
+    with pytest.raises(NodeInputError, match=r"input 'latent'.*shape \(1, 4, 2, 4, 4\), this one has \(1, 4, 2, 8, 8\)"):
+        T2VSampler().sample(model, positive, negative, upscaled, 5, 6, 7.5, "dpmpp_2m", "normal", 1.0, start_step=2,
+                            add_noise=False)

@@ -118,17 +118,25 @@ def test_where_the_reference_fails_frame_zero_is_a_plain_image_generation(tiny_s
     plain = T2VSampler().sample(model, encode(clip, PROMPT), encode(clip, NEGATIVE),
                                 T2VEmptyLatentVideo().create(64, 48, 1, 1)[0], 5, 6, cfg, sampler, "normal",
                                 1.0)[0]["samples"]
-    assert (video[:, :, :1] - plain).abs().max() < 1e-4
+    assert (video[:, :, :1] - plain).abs().max() < 1e-5 * plain.abs().max()  # batch-size roundoff only
 
 
-def test_cross_frame_patch_is_removed_after_an_interrupt(tiny_sd):
-    model, clip, _vae = tiny_sd
+def test_cross_frame_patch_is_removed_after_an_interrupt(tiny_sd, monkeypatch):
+    model, _clip, _vae = tiny_sd
     originals = dict(model.unet.attn_processors)
-    bridge.request_interrupt()
+    patched_when_interrupted = []
+
+    def interrupt_in_the_cross_frame_stage():
+        patched = model.unet.attn_processors != originals
+        if patched:
+            patched_when_interrupted.append(True)
+            raise KeyboardInterrupt("interrupted")
+
+    monkeypatch.setattr(bridge, "check_interrupt", interrupt_in_the_cross_frame_stage)
     with pytest.raises(KeyboardInterrupt):
         all_in_one(tiny_sd)
+    assert patched_when_interrupted  # it was interrupted while the patch was installed
     assert model.unet.attn_processors == originals
-    bridge.clear_interrupt()
 
 
 def test_patched_and_unpatched_branches_do_not_see_each_other(tiny_sd):
