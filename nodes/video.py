@@ -102,7 +102,7 @@ class T2VLoadVideo:
 def workflow_metadata(prompt, extra_pnginfo) -> dict[str, str]:
     """The entries ComfyUI embeds in outputs: `prompt` and each `extra_pnginfo` key (the workflow), as JSON."""
     metadata = {"prompt": json.dumps(prompt)} if prompt is not None else {}
-    metadata.update({key: json.dumps(value) for key, value in (extra_pnginfo or {}).items()})
+    metadata.update({key: json.dumps(value) for key, value in (extra_pnginfo or {}).items() if value is not None})
     return metadata
 
 

@@ -233,3 +233,11 @@ def test_saved_output_loads_back_through_the_nodes(folders):
     images, fps, count = T2VLoadVideo().load("frames", frame_limit=0, skip_first=0, select_every_nth=1)
     assert torch.equal(images, numbered_frames(5).mul(255).round().div(255))
     assert (count, fps) == (5, 8.0)
+
+
+def test_api_workflows_embed_the_prompt_but_no_empty_workflow():
+    from comfyui_text2video.nodes.video import workflow_metadata
+
+    metadata = workflow_metadata({"1": {"class_type": "T2VSaveVideo", "inputs": {}}}, {"workflow": None})
+    assert set(metadata) == {"prompt"}
+    assert set(workflow_metadata(None, {"workflow": {"nodes": []}})) == {"workflow"}
