@@ -37,6 +37,15 @@ def check_sampler_choice(node: str, sampler_name: str, scheduler: str, partial: 
                              "cannot start mid-way); use another sampler for denoise < 1 or start/end steps")
 
 
+def check_step_range(start_step: int, end_step: int, steps: int) -> None:
+    if start_step >= steps:
+        raise NodeInputError(NODE, "start_step", f"{start_step} is past the last step ({steps} steps run 0 to "
+                                                 f"{steps - 1}); lower it or raise steps")
+    if start_step > end_step:
+        raise NodeInputError(NODE, "end_step", f"{end_step} is before start_step {start_step}; a run needs "
+                                               "end_step >= start_step")
+
+
 class T2VSampler:
     DESCRIPTION = ("Denoises a video latent. denoise = 1 generates from noise (the input only gives the shape); "
                    "denoise < 1 keeps the last steps*denoise steps and noises the input to where they start, like "
@@ -80,6 +89,7 @@ class T2VSampler:
                             return_with_leftover_noise, eta)
         check_sampler_choice(NODE, sampler_name, scheduler,
                              partial=plan.first_step > 0 or plan.last_step < steps)
+        check_step_range(start_step, end_step, steps)
         samples = video_latents(NODE, "latent", latent, model.device)
         check_latent_channels(NODE, "latent", samples, model)
         state = latent.get(RESUME_KEY)

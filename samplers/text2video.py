@@ -120,8 +120,9 @@ def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: S
 
     Every random draw comes from `generator`, in the reference's layout and order.
     """
-    first, last = plan.first_step, plan.last_step
-    if first >= last:
+    first = plan.first_step
+    last = max(plan.last_step, first)
+    if first >= plan.steps:  # denoise keeps no step: the input comes back as it is
         return latents, None
     if (resume is not None and not plan.add_noise and resume.next_step == first
             and resume.mismatch(plan, latents.shape) is None):
@@ -142,6 +143,8 @@ def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: S
     if last == plan.steps:
         return x, None
     if not plan.return_with_leftover_noise:
+        if last_call is None:  # no step ran: there is no denoised estimate, only the (noised) input
+            return x, None
         return clean_estimate(scheduler, last_call, SAMPLERS[plan.sampler_name].sigma_space), None
     return x, SamplerState(plan.schedule_key, last, scheduler, generator.get_state(), x)
 

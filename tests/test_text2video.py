@@ -229,3 +229,24 @@ def test_continuing_a_stopped_run_on_another_shape_is_refused(tiny_t2v):
     with pytest.raises(NodeInputError, match=r"input 'latent'.*shape \(1, 4, 2, 4, 4\), this one has \(1, 4, 2, 8, 8\)"):
         T2VSampler().sample(model, positive, negative, upscaled, 5, 6, 7.5, "dpmpp_2m", "normal", 1.0, start_step=2,
                             add_noise=False)
+
+
+@pytest.mark.parametrize("start_step, end_step, message", [
+    (6, 10000, r"input 'start_step': 6 is past the last step"),
+    (3, 2, r"input 'end_step': 2 is before start_step 3"),
+])
+def test_step_ranges_that_run_nothing_by_mistake_are_refused(tiny_t2v, start_step, end_step, message):
+    model, clip, _vae = tiny_t2v
+    with pytest.raises(NodeInputError, match=rf"T2VSampler: {message}"):
+        T2VSampler().sample(model, encode(clip, ""), encode(clip, ""), T2VEmptyLatentVideo().create(32, 32, 2, 1)[0],
+                            0, 6, 7.5, "ddim", "normal", 1.0, start_step=start_step, end_step=end_step)
+
+
+def test_a_zero_step_run_with_leftover_noise_returns_the_noised_input(tiny_t2v):
+    """end_step = start_step = 0 only draws the starting noise (Text2Video-Zero with t1 = steps - 1)."""
+    model, clip, _vae = tiny_t2v
+    out = T2VSampler().sample(model, encode(clip, ""), encode(clip, ""), T2VEmptyLatentVideo().create(32, 32, 2, 1)[0],
+                              3, 6, 7.5, "ddim", "normal", 1.0, end_step=0, return_with_leftover_noise=True)[0]
+    expected = torch.randn(1, 4, 2, 4, 4, generator=generator(3)) / model.latent_scale
+    assert RESUME_KEY in out
+    assert (out["samples"] - expected).abs().max() < 1e-4

@@ -62,6 +62,7 @@ def decode(handles, latent):
     ("ddim", 6, 0, 1, 2, (0.0, 0.0)),
     ("dpmpp_2m", 8, 3, 5, 5, (-8.0, 4.0)),
     ("dpmpp_2m", 7, 2, 3, 3, (40.0, -30.0)),
+    ("ddim", 6, 2, 5, 3, (12.0, 12.0)),  # t1 = steps - 1: frame 0 is still pure noise at t1
 ])
 def test_matches_reference(tiny_sd, sampler, steps, t0, t1, frames, motion):
     reference = reference_frames(tiny_sd, sampler=sampler, steps=steps, t0=t0, t1=t1, frames=frames, motion=motion)
