@@ -63,14 +63,13 @@ def resolve_model_folder(name: str) -> Path:
         if builtin not in BUILTINS:
             raise ModelLoadError(f"unknown built-in model '{name}'; built-ins are {', '.join(builtin_names())}")
         return ensure_builtin(builtin, bridge.builtin_cache_dir())
-    matches = []
-    for _kind, root in bridge.model_roots():
-        root = root.resolve()
-        candidate = (root / name).resolve()
-        if os.path.commonpath([root, candidate]) != str(root) or candidate == root:
-            raise ModelLoadError(f"model name '{name}' points outside the models folder {root}")
-        if (candidate / "model_index.json").is_file():
-            matches.append(candidate)
+    parts = Path(name).parts
+    if not parts or Path(name).is_absolute() or ".." in parts or Path(name).drive:
+        raise ModelLoadError(f"model name '{name}' points outside the models folder: use a path relative to "
+                             "models/text2video or models/diffusers")
+    # A name is confined by its parts, not by where links lead: a model folder linked in from elsewhere
+    # (a shared disk) is listed and loaded like any other, as ComfyUI does with its model folders.
+    matches = [root / name for _kind, root in bridge.model_roots() if (root / name / "model_index.json").is_file()]
     if not matches:
         folders = ", ".join(str(root) for _kind, root in bridge.model_roots())
         raise ModelLoadError(f"no model named '{name}': put a diffusers folder (with model_index.json) "

@@ -64,6 +64,14 @@ def test_a_folder_model_loads_like_the_builtin(models_dir, builtin_folder, tiny_
         assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), builtin.state_dict().values()))
 
 
+def test_a_model_folder_linked_in_from_elsewhere_is_listed_and_loads(models_dir, builtin_folder, tmp_path):
+    shared = install(builtin_folder, tmp_path, "shared-disk/zeroscope")
+    (models_dir / "text2video").mkdir(parents=True)
+    (models_dir / "text2video" / "linked").symlink_to(shared, target_is_directory=True)
+    assert "linked" in available_models()
+    assert load_model("linked", "float32")[0].kind == "unet3d"
+
+
 def test_loaded_models_are_reused(models_dir, builtin_folder):
     install(builtin_folder, models_dir, "diffusers/cached")
     first = load_model("cached", "float32")
