@@ -149,3 +149,11 @@ def test_builtins_are_built_deterministically(tmp_path, builtin_folder):
         assert first.keys() == second.keys()
         assert all(torch.equal(first[key], second[key]) for key in first)
     assert (rebuilt / "tokenizer" / "vocab.json").read_bytes() == (builtin_folder / "tokenizer" / "vocab.json").read_bytes()
+
+
+def test_auto_keeps_vaes_that_ask_for_float32_in_float32(models_dir, builtin_folder, monkeypatch):
+    install(builtin_folder, models_dir, "diffusers/half")
+    monkeypatch.setattr(bridge, "auto_dtype", lambda device: torch.float16)
+    model, clip, vae = load_model("half", "auto")
+    assert model.dtype == torch.float16 and clip.text_encoder.dtype == torch.float16
+    assert vae.vae.dtype == torch.float32  # the VAE's config sets force_upcast
