@@ -308,7 +308,7 @@ def read_frames(path: str | Path, skip_first: int = 0, select_every_nth: int = 1
 # --------------------------------------------------------------------------- output paths
 
 
-def _split_prefix(filename_prefix: str) -> tuple[list[str], str]:
+def split_prefix(filename_prefix: str) -> tuple[list[str], str]:
     """`(subfolders, base name)` of a prefix such as `Text2Video/video`; refuses escapes."""
     if not filename_prefix.strip():
         raise VideoIOError("filename_prefix", "is empty; give a name such as 'Text2Video/video'")
@@ -331,7 +331,7 @@ def reserve_output_path(output_dir: str | Path, filename_prefix: str, extension:
     name is claimed exclusively with an empty placeholder (a folder when `extension` is ""),
     so concurrent saves never get the same name and nothing is overwritten.
     """
-    subfolders, base = _split_prefix(filename_prefix)
+    subfolders, base = split_prefix(filename_prefix)
     root = os.path.realpath(output_dir)
     folder = os.path.realpath(os.path.join(root, *subfolders))
     if os.path.commonpath([root, folder]) != root:

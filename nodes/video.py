@@ -138,6 +138,16 @@ class T2VSaveVideo:
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        """Refuse a prefix that leaves the output folder before the workflow runs (None: it comes from a link)."""
+        if filename_prefix is not None:
+            try:
+                video_io.split_prefix(filename_prefix)
+            except video_io.VideoIOError as error:
+                return str(_node_error(SAVE_NODE, _SAVE_INPUT_OF, error))
+        return True
+
     def save(self, images, fps, filename_prefix, format, quality=85, prompt=None, extra_pnginfo=None):
         metadata = workflow_metadata(prompt, extra_pnginfo) if bridge.metadata_enabled() else {}
         try:

@@ -65,3 +65,12 @@ def test_api_twin_renders_too():
     overrides, expected = SMALL["text2video"]
     summary = run_workflow(load("text2video", api=True), overrides)
     assert video_shape(summary["outputs"][0]["files"]) == expected
+
+
+def test_an_escaping_filename_prefix_is_refused_before_anything_runs():
+    from comfyui_text2video.workflow import validate_workflow
+
+    problems = validate_workflow(load("text2video", api=True), ['7.filename_prefix="../../escape"'])
+    assert [str(problem) for problem in problems] == [
+        "node 7 (T2VSaveVideo): T2VSaveVideo: input 'filename_prefix': '../../escape' leads out of the output "
+        "folder ('..'); remove the '..'"]
