@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from comfyui_text2video import bridge, nodes
+from comfyui_text2video import bridge, nodes, video_io
 from comfyui_text2video.errors import NodeInputError
 from comfyui_text2video.nodes.video import T2VLoadVideo, T2VSaveVideo
 
@@ -220,6 +220,7 @@ def test_a_load_can_be_interrupted_between_frames(clip, monkeypatch):
 
 def test_is_changed_follows_the_file_content(clip):
     before = T2VLoadVideo.IS_CHANGED("clip.mp4", frame_limit=0, skip_first=0, select_every_nth=1)
+    assert before == video_io.content_fingerprint(clip)  # this file's fingerprint, not an error message
     assert T2VLoadVideo.IS_CHANGED(video="clip.mp4") == before
     clip.write_bytes(clip.read_bytes() + b"\0")
     assert T2VLoadVideo.IS_CHANGED(video="clip.mp4") != before

@@ -30,6 +30,8 @@ STARTUP_TIMEOUT = 240.0
 PROMPT_TIMEOUT = 180.0
 HTTP_TIMEOUT = 60.0
 LOG_EXCERPT_CHARS = 6000
+_WAKE_UP_IMAGE, _WAKE_UP_PREVIEW = "free-wake-up-image", "free-wake-up-preview"
+"""Node ids of `ComfyServer.free`'s wake-up prompt (core nodes), apart from any test prompt's ids."""
 
 
 def comfyui_paths() -> tuple[Path, Path] | str:
@@ -299,18 +301,24 @@ class ComfyServer:
 
     # ------------------------------------------------------------------ prompts
 
-    def queue(self, prompt: dict, client_id: str | None = None) -> str:
-        """`POST /prompt`; the prompt id. Raises `HTTPFailure` (status 400 and node_errors) when invalid."""
+    def queue(self, prompt: dict, client_id: str | None = None, targets: list[str] | None = None) -> str:
+        """`POST /prompt`; the prompt id. Raises `HTTPFailure` (status 400 and node_errors) when invalid.
+
+        `targets`: run only these output nodes (`partial_execution_targets`); the rest of the prompt still
+        decides what stays in ComfyUI's execution cache.
+        """
         body = {"prompt": prompt, "client_id": client_id or uuid.uuid4().hex}
+        if targets is not None:
+            body["partial_execution_targets"] = targets
         return self.post("/prompt", body)["prompt_id"]
 
     def run(self, prompt: dict, on_message: Callable[[dict], None] | None = None,
-            timeout: float = PROMPT_TIMEOUT) -> PromptRun:
+            timeout: float = PROMPT_TIMEOUT, targets: list[str] | None = None) -> PromptRun:
         """Queue `prompt` and follow it on the websocket until it finishes (success, error or interrupt)."""
         client_id = uuid.uuid4().hex
         socket_ = WebSocket(self.port, f"/ws?clientId={client_id}")
         try:
-            prompt_id = self.queue(prompt, client_id)
+            prompt_id = self.queue(prompt, client_id, targets)
             messages = []
             deadline = time.monotonic() + timeout
             while True:
@@ -336,6 +344,32 @@ class ComfyServer:
             socket_.close()
         history = self.get(f"/history/{prompt_id}").get(prompt_id, {})
         return PromptRun(prompt_id, messages, history)
+
+    def free(self, cached_prompt: dict | None = None) -> None:
+        """`POST /free` (unload models, free memory), and make sure ComfyUI's worker acts on it now.
+
+        `/free` only sets flags and notifies the worker's condition variable (`PromptQueue.set_flag`); the
+        worker reads the flags once per loop, after a prompt or a `q.get` wake-up (main.py `prompt_worker`). A
+        notification that arrives while the worker is not waiting, e.g. during the `gc.collect()` it runs
+        right after a prompt, is lost: the worker then sleeps in `q.get(timeout=1000)` with the flags pending,
+        for up to 1000 s. Queuing a prompt always wakes it (`put` notifies, and `get` looks at the queue before
+        waiting), and it reads the flags right after that prompt, before it takes the next one. So the free is
+        followed by a wake-up prompt: `cached_prompt` (the last prompt run, whose outputs the caller wants to
+        stay in ComfyUI's execution cache until the free drops them) plus a tiny image preview, of which only
+        the preview runs (`partial_execution_targets`). The cache keeps the entries of every node in the
+        prompt, so the wake-up evicts nothing and loads nothing; whatever is released, `/free` released.
+
+        On return the wake-up prompt has finished; the worker runs the free next (if it has not already), before
+        any prompt queued afterwards.
+        """
+        self.post("/free", {"unload_models": True, "free_memory": True})
+        wake_up = {**(cached_prompt or {}),
+                   _WAKE_UP_IMAGE: {"class_type": "EmptyImage",
+                                    "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+                   _WAKE_UP_PREVIEW: {"class_type": "PreviewImage", "inputs": {"images": [_WAKE_UP_IMAGE, 0]}}}
+        run = self.run(wake_up, targets=[_WAKE_UP_PREVIEW])
+        if run.status != "success":
+            raise RuntimeError(f"the wake-up prompt after /free failed: {run.error()}")
 
     def wait_idle(self, timeout: float = PROMPT_TIMEOUT) -> None:
         """Wait until nothing is running or pending."""

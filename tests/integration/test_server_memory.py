@@ -4,6 +4,10 @@ On this CPU-only server ComfyUI has no other device to offload to, so `unload_mo
 what frees RAM is dropping every reference: ComfyUI's `free_memory` drops its execution cache (which holds
 the loader's outputs) and unloads the models, and the pack's own model cache holds only weak references
 inside ComfyUI. A pack cache that kept the models would keep their RSS after `/free`.
+
+`comfy.free` makes sure the worker acts on the flags `/free` sets (a bare `POST /free` right after a prompt can
+leave them pending for 1000 s, see `ComfyServer.free`), without dropping the run's cached outputs itself: only
+`/free` can give the memory back here.
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ def wait_for_rss_below(comfy, limit: int) -> int:
 def test_free_releases_the_packs_models(comfy):
     weights = unet_weight_bytes(comfy.models_dir / "diffusers" / UNSEEN_MODEL)
     comfy.wait_idle()
-    run = comfy.run(wf.text_to_video("it/memory", seed=31, steps=1, model_name=UNSEEN_MODEL, frames=2))
+    prompt = wf.text_to_video("it/memory", seed=31, steps=1, model_name=UNSEEN_MODEL, frames=2)
+    run = comfy.run(prompt)
     assert run.status == "success", run.error()
     loaded = comfy.rss_bytes()
-    comfy.post("/free", {"unload_models": True, "free_memory": True})
+    comfy.free(cached_prompt=prompt)
     limit = loaded - int(weights * SHARE_THAT_MUST_COME_BACK)
     freed = wait_for_rss_below(comfy, limit)
     assert freed <= limit, (f"RSS went from {loaded >> 20} MiB to {freed >> 20} MiB after /free; the model's UNet "
@@ -42,7 +47,6 @@ def test_free_releases_the_packs_models(comfy):
 
 
 def test_a_freed_model_loads_again(comfy):
-    comfy.post("/free", {"unload_models": True, "free_memory": True})
-    comfy.wait_idle()
+    comfy.free()
     run = comfy.run(wf.text_to_video("it/after-free", seed=32, steps=1, frames=2))
     assert run.status == "success", run.error()
