@@ -318,7 +318,7 @@ def print_report(measurements: dict[str, Measurements], numerator: str, denomina
     print(f"  {numerator} / {denominator} (medians): " + ", ".join(ratios))
     first, second = top.timed[0].output, bottom.timed[0].output
     if first is not None and second is not None:
-        difference = (torch.load(first) - torch.load(second)).abs().max().item()
+        difference = (torch.load(first, weights_only=True) - torch.load(second, weights_only=True)).abs().max().item()
         print(f"  outputs: max abs difference {difference:.2e} (pixels in 0..1)")
     for variant, measured in measurements.items():
         if len(measured.timed[0].stages) > 1:
