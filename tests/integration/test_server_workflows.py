@@ -146,15 +146,26 @@ def test_a_wrong_link_type_is_refused_with_http_400(comfy):
     assert errors[0]["type"] == "return_type_mismatch" and errors[0]["extra_info"]["input_name"] == "latent"
 
 
-def test_a_runtime_input_error_names_the_node_and_input(comfy):
+def test_an_escaping_filename_prefix_is_refused_with_http_400(comfy):
     prompt = wf.text_to_video("it/escape")
     prompt["7"]["inputs"]["filename_prefix"] = "../../outside"
+    with pytest.raises(HTTPFailure) as failure:
+        comfy.queue(prompt)
+    assert failure.value.status == 400
+    errors = failure.value.body["node_errors"]["7"]
+    assert errors["class_type"] == "T2VSaveVideo"
+    assert any("filename_prefix" in e["details"] and "output folder" in e["details"] for e in errors["errors"]), errors
+    assert not list(comfy.base.glob("outside*")), "a file escaped the output folder"
+
+
+def test_a_runtime_input_error_names_the_node_and_input(comfy):
+    prompt = wf.text_to_video("it/karras")
+    prompt["5"]["inputs"]["scheduler"] = "karras"  # ddim has no Karras sigmas: found when the sampler runs
     run = comfy.run(prompt)
     assert run.status == "error"
     (error,) = run.of_type("execution_error")
-    assert error["node_type"] == "T2VSaveVideo"
-    assert "filename_prefix" in error["exception_message"]
-    assert not list(comfy.base.glob("outside*")), "a file escaped the output folder"
+    assert error["node_type"] == "T2VSampler"
+    assert "input 'scheduler'" in error["exception_message"] and "Karras" in error["exception_message"]
 
 
 def test_interrupt_stops_a_long_run_within_a_step_and_the_next_prompt_runs(comfy):
