@@ -38,9 +38,12 @@ def _decode_chunk(vae: torch.nn.Module, latents: torch.Tensor, dtype: torch.dtyp
         return vae.decode(latents.to(dtype), return_dict=False)[0].float()
 
 
-def decode_frames(handle: VaeHandle, latents: torch.Tensor, frames_per_batch: int,
-                  on_chunk=None) -> torch.Tensor:
-    """Raw latent frames `[N, C, h, w]` -> pixels `[N, H, W, 3]` float32 in 0..1, on the latents' device.
+def decode_frames(handle: VaeHandle, latents: torch.Tensor, frames_per_batch: int, on_chunk=None,
+                  output_device: torch.device | None = None) -> torch.Tensor:
+    """Raw latent frames `[N, C, h, w]` -> pixels `[N, H, W, 3]` float32 in 0..1 on `output_device`.
+
+    Each decoded chunk moves to `output_device` (default: the latents' device) at once, so a long video
+    never sits in the VAE's device memory as a whole.
 
     Half-precision chunks that come out NaN are decoded again in float32 (with a warning);
     VAEs whose config sets `force_upcast` always decode in float32.
@@ -57,7 +60,7 @@ def decode_frames(handle: VaeHandle, latents: torch.Tensor, frames_per_batch: in
                             vae.dtype)
                 with _float32(vae):
                     pixels = _decode_chunk(vae, latents[part], torch.float32)
-            frames.append((pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1))
+            frames.append((pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).to(output_device or latents.device))
             if on_chunk is not None:
                 on_chunk(part.stop, latents.shape[0])
     return torch.cat(frames)

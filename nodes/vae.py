@@ -47,8 +47,9 @@ class T2VVAEDecode:
         batch, channels, frames, height, width = samples.shape
         flat = samples.permute(0, 2, 1, 3, 4).reshape(batch * frames, channels, height, width)
         with StepProgress("T2VVAEDecode") as progress:
-            images = decode_frames(vae, flat, frames_per_batch, on_chunk=progress)
-        return (images.to(bridge.intermediate_device()),)
+            images = decode_frames(vae, flat, frames_per_batch, on_chunk=progress,
+                                   output_device=bridge.intermediate_device())
+        return (images,)
 
 
 class T2VVAEEncode:
