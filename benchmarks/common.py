@@ -130,24 +130,27 @@ class _ResidentMemory:
 
 
 class _CudaMemory:
-    """Memory allocated to tensors on the current CUDA device, and its peak."""
+    """Memory allocated to tensors on one CUDA device, and its peak."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
 
     def release_free_pages(self) -> None:
         """Nothing to do: the allocator's cached blocks do not count as allocated."""
 
     def in_use(self) -> int:
-        torch.cuda.synchronize()
-        return torch.cuda.memory_allocated()
+        torch.cuda.synchronize(self.device)
+        return torch.cuda.memory_allocated(self.device)
 
     def peak(self) -> int:
-        return torch.cuda.max_memory_allocated()
+        return torch.cuda.max_memory_allocated(self.device)
 
     def reset_peak(self) -> None:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
 
     def synchronize(self) -> None:
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(self.device)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +171,7 @@ class Probe:
     """
 
     def __init__(self, device: torch.device):
-        self._memory = _CudaMemory() if device.type == "cuda" else _ResidentMemory()
+        self._memory = _CudaMemory(device) if device.type == "cuda" else _ResidentMemory()
         self._baseline: int | None = None
         self.stages: list[Stage] = []
 
