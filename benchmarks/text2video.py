@@ -16,7 +16,7 @@ for reuse), and the live peak from one more run per side in which glibc returns 
 `torch.cuda.max_memory_allocated` minus the allocation before the call. The outputs (pixels in 0..1) are
 compared as their largest absolute difference.
 
-Run: `python benchmarks/text2video.py` (a few minutes on 2 CPU cores); e.g. `--frames 16 --width 256
+Run: `python benchmarks/text2video.py` (about 5 minutes on a busy 2-core machine); e.g. `--frames 16 --width 256
 --height 256 --steps 20 --rounds 5` for a bigger run. Not part of the test suite.
 """
 

@@ -12,7 +12,7 @@ Method as in `text2video.py` (details in `common.py`): each measured call in a f
 warm-up, variants alternating, medians; peak memory above what was in use before the call, on CPU as the
 RSS peak with glibc's allocator as it comes and as the live peak (glibc returning freed blocks at once).
 
-Run: `python benchmarks/text2video_zero.py` (a few minutes on 2 CPU cores); e.g. `--width 512 --height 512
+Run: `python benchmarks/text2video_zero.py` (about 5 minutes on a busy 2-core machine); e.g. `--width 512 --height 512
 --steps 50 --t0 44 --t1 47` for the reference's defaults.
 """
 

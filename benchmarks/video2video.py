@@ -17,7 +17,7 @@ Method as in `text2video.py` (details in `common.py`): each measured call in a f
 warm-up, variants alternating, medians; peak memory above what was in use before the call, on CPU as the
 RSS peak with glibc's allocator as it comes and as the live peak (glibc returning freed blocks at once).
 
-Run: `python benchmarks/video2video.py` (a few minutes on 2 CPU cores); e.g. `--io-width 576
+Run: `python benchmarks/video2video.py` (about 10 minutes on a busy 2-core machine); e.g. `--io-width 576
 --io-height 320` for zeroscope's frame size, `--rounds 5 --steps 20` for a bigger comparison.
 """
 
