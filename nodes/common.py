@@ -48,6 +48,14 @@ def conditioning_on(conditioning, device: torch.device) -> list:
     return [[embeds.to(device), meta] for embeds, meta in conditioning]
 
 
+def guidance_conditioning(node: str, positive, negative, cfg: float, model: ModelHandle) -> tuple[list, list]:
+    """Check both prompts' conditioning against the model (the negative only when cfg uses it); move them to it."""
+    check_conditioning(node, "positive", positive, model)
+    if cfg > 1:
+        check_conditioning(node, "negative", negative, model)
+    return conditioning_on(positive, model.device), conditioning_on(negative, model.device)
+
+
 # How Stable Diffusion's four latent channels map to RGB, approximately (the usual linear preview).
 LATENT_RGB = ((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350), (-0.2829, 0.1762, 0.2721), (-0.2120, -0.2616, -0.7177))
 

@@ -12,6 +12,14 @@ LATENT_CHANNELS = 4
 SPATIAL_SCALE = 8
 
 
+def check_frame_size(node: str, width: int, height: int) -> None:
+    """Refuse a frame size the VAE cannot take, suggesting the nearest one it can."""
+    for name, value in (("width", width), ("height", height)):
+        if value % SPATIAL_SCALE:
+            nearest = max(SPATIAL_SCALE, round(value / SPATIAL_SCALE) * SPATIAL_SCALE)
+            raise NodeInputError(node, name, f"{value} is not a multiple of {SPATIAL_SCALE}; use {nearest}")
+
+
 class T2VEmptyLatentVideo:
     DESCRIPTION = "An empty video latent [batch, 4, frames, height/8, width/8] to start text-to-video sampling from."
     CATEGORY = "Text2Video/latent"
@@ -32,10 +40,7 @@ class T2VEmptyLatentVideo:
         }}
 
     def create(self, width, height, frames, batch_size):
-        for name, value in (("width", width), ("height", height)):
-            if value % SPATIAL_SCALE:
-                raise NodeInputError("T2VEmptyLatentVideo", name, f"{value} is not a multiple of 8; use "
-                                     f"{max(SPATIAL_SCALE, round(value / SPATIAL_SCALE) * SPATIAL_SCALE)}")
+        check_frame_size("T2VEmptyLatentVideo", width, height)
         shape = (batch_size, LATENT_CHANNELS, frames, height // SPATIAL_SCALE, width // SPATIAL_SCALE)
         return ({"samples": torch.zeros(shape, device=bridge.compute_device())},)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from ..errors import NodeInputError
 from ..samplers.schedulers import SAMPLER_NAMES, SAMPLERS, SCHEDULER_NAMES, karras_problem
 from ..samplers.text2video import RESUME_KEY, SamplingPlan, sample_model, seeded_generator
-from .common import MAX_SEED, StepProgress, check_conditioning, check_latent_channels, conditioning_on, \
-    video_latents
+from .common import MAX_SEED, StepProgress, check_latent_channels, guidance_conditioning, video_latents
 
 NODE = "T2VSampler"
 MAX_STEPS = 10000
@@ -98,12 +97,9 @@ class T2VSampler:
             if problem:
                 raise NodeInputError(NODE, "latent", f"it comes from a sampler that stopped at step {state.next_step}, "
                                                      f"but {problem}")
-        check_conditioning(NODE, "positive", positive, model)
-        if cfg > 1:
-            check_conditioning(NODE, "negative", negative, model)
+        positive, negative = guidance_conditioning(NODE, positive, negative, cfg, model)
         with StepProgress(NODE) as progress:
-            out, state = sample_model(model, conditioning_on(positive, model.device),
-                                      conditioning_on(negative, model.device), cfg, samples, plan,
+            out, state = sample_model(model, positive, negative, cfg, samples, plan,
                                       seeded_generator(seed), state, progress)
         result = {key: value for key, value in latent.items() if key not in ("samples", RESUME_KEY)}
         result["samples"] = out

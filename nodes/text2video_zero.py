@@ -9,8 +9,8 @@ from ..samplers.text2video import RESUME_KEY, SamplingPlan, seeded_generator
 from ..samplers.schedulers import SAMPLERS
 from ..samplers.text2video_zero import (AnchorFrame, motion_latents, schedule_problem, split_steps, text2video_zero,
                                          zero_steps)
-from .common import MAX_FRAMES, MAX_RESOLUTION, StepProgress, check_conditioning, conditioning_on, video_latents
-from .latent import LATENT_CHANNELS, SPATIAL_SCALE
+from .common import MAX_FRAMES, MAX_RESOLUTION, StepProgress, guidance_conditioning, video_latents
+from .latent import LATENT_CHANNELS, SPATIAL_SCALE, check_frame_size
 from .sampling import MAX_STEPS, check_sampler_choice, sampler_inputs
 
 MOTION = {"default": 12.0, "min": -256.0, "max": 256.0, "step": 0.5}
@@ -171,18 +171,14 @@ class T2VText2VideoZero:
         if chunk_size == 1:
             raise NodeInputError(node, "chunk_size", "1 leaves no room beside the anchor frame; use 0 (no chunks) "
                                                      "or at least 2")
-        for name, value in (("width", width), ("height", height)):
-            if value % SPATIAL_SCALE:
-                raise NodeInputError(node, name, f"{value} is not a multiple of {SPATIAL_SCALE}")
-        check_conditioning(node, "positive", positive, model)
-        if cfg > 1:
-            check_conditioning(node, "negative", negative, model)
+        check_frame_size(node, width, height)
+        positive, negative = guidance_conditioning(node, positive, negative, cfg, model)
         shape = (1, LATENT_CHANNELS, 1, height // SPATIAL_SCALE, width // SPATIAL_SCALE)
         plan = SamplingPlan(sampler_name, scheduler, steps)
         model_calls = SAMPLERS[sampler_name].scheduler_class.order * zero_steps(steps, t0, t1, frames, chunk_size)
         with StepProgress(node, model_calls) as progress:
             samples = text2video_zero(model, model.with_patch(CrossFrameAttention()),
-                                      conditioning_on(positive, model.device), conditioning_on(negative, model.device),
+                                      positive, negative,
                                       cfg, shape, plan, t0, t1, frames, motion_x, motion_y, chunk_size, seed, progress)
         return ({"samples": samples},)
 

@@ -7,7 +7,7 @@ import logging
 from ..errors import NodeInputError
 from ..samplers.text2video import SamplingPlan, seeded_generator
 from ..samplers.video2video import nearest_multiple, resize_frames, video_to_video
-from .common import MAX_RESOLUTION, StepProgress, check_conditioning, conditioning_on
+from .common import MAX_RESOLUTION, StepProgress, guidance_conditioning
 from .sampling import check_sampler_choice, sampler_inputs
 from .vae import FRAMES_PER_BATCH, check_images
 
@@ -69,14 +69,11 @@ class T2VVideoToVideo:
         plan = SamplingPlan(sampler_name, scheduler, steps, denoise=strength, noise_input_at_start=True)
         check_sampler_choice(NODE, sampler_name, scheduler, partial=plan.first_step > 0)
         check_images(NODE, "images", images)
-        check_conditioning(NODE, "positive", positive, model)
-        if cfg > 1:
-            check_conditioning(NODE, "negative", negative, model)
+        positive, negative = guidance_conditioning(NODE, positive, negative, cfg, model)
         size = target_size(images, width, height, vae.spatial_scale)
         frames = resize_frames(images.to(vae.device, dtype=images.dtype), *size)
         with StepProgress(NODE) as progress:
-            latents = video_to_video(model, vae, conditioning_on(positive, model.device),
-                                     conditioning_on(negative, model.device), cfg, frames, plan,
+            latents = video_to_video(model, vae, positive, negative, cfg, frames, plan,
                                      seeded_generator(seed), frames_per_batch, progress)
         return ({"samples": latents},)
 
