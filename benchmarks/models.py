@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from comfyui_text2video import bridge
-from comfyui_text2video.builtin_models import ensure_builtin
+from comfyui_text2video.models.builtin import ensure_builtin
 from comfyui_text2video.nodes.conditioning import T2VTextEncode
 from comfyui_text2video.samplers.schedulers import build_scheduler
 

@@ -26,7 +26,7 @@ import dataclasses
 
 import torch
 
-from comfyui_text2video.loading import load_model
+from comfyui_text2video.models.loading import load_model
 from comfyui_text2video.nodes.latent import T2VEmptyLatentVideo
 from comfyui_text2video.nodes.sampling import T2VSampler
 from comfyui_text2video.nodes.vae import T2VVAEDecode

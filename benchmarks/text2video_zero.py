@@ -22,7 +22,7 @@ import dataclasses
 
 import torch
 
-from comfyui_text2video.loading import load_model
+from comfyui_text2video.models.loading import load_model
 from comfyui_text2video.nodes.text2video_zero import T2VText2VideoZero
 from comfyui_text2video.nodes.vae import T2VVAEDecode
 

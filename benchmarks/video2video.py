@@ -28,8 +28,8 @@ import math
 
 import torch
 
-from comfyui_text2video import video_io
-from comfyui_text2video.loading import load_model
+from comfyui_text2video.media import video_io
+from comfyui_text2video.models.loading import load_model
 from comfyui_text2video.nodes.vae import T2VVAEDecode, T2VVAEEncode
 from comfyui_text2video.nodes.video import T2VLoadVideo
 from comfyui_text2video.nodes.video2video import T2VVideoToVideo

@@ -6,7 +6,7 @@ import torch
 
 from .. import bridge
 from ..errors import NodeInputError
-from ..handles import ModelHandle
+from ..models.handles import ModelHandle
 
 MAX_RESOLUTION = 8192
 MAX_FRAMES = 4096

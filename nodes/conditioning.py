@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..text_encoding import encode_text, to_conditioning
+from ..models.text_encoding import encode_text, to_conditioning
 
 
 class T2VTextEncode:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ModelLoadError, NodeInputError
-from ..loading import DTYPE_CHOICES, available_models, load_model
+from ..models.loading import DTYPE_CHOICES, available_models, load_model
 
 
 class T2VModelLoader:

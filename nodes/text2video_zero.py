@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..attention.cross_frame import CrossFrameAttention
 from ..errors import NodeInputError
-from ..handles import UNET_2D
+from ..models.handles import UNET_2D
 from ..samplers.text2video import RESUME_KEY, SamplingPlan, seeded_generator
 from ..samplers.schedulers import SAMPLERS
 from ..samplers.text2video_zero import (AnchorFrame, motion_latents, schedule_problem, split_steps, text2video_zero,

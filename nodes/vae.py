@@ -6,7 +6,7 @@ import torch
 
 from .. import bridge
 from ..errors import NodeInputError
-from ..vae_ops import decode_frames, encode_frames
+from ..models.vae_ops import decode_frames, encode_frames
 from .common import StepProgress, video_latents
 
 FRAMES_PER_BATCH = ("INT", {"default": 8, "min": 0, "max": 4096,

@@ -6,7 +6,8 @@ import json
 
 import torch
 
-from .. import bridge, video_io
+from .. import bridge
+from ..media import video_io
 from ..errors import NodeInputError
 from .common import MAX_RESOLUTION, StepProgress
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..handles import UNET_3D
+from ..models.handles import UNET_3D
 
 
 def conditioning_embeds(conditioning) -> list[torch.Tensor]:

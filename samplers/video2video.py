@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..vae_ops import encode_frames
+from ..models.vae_ops import encode_frames
 from .text2video import SamplingPlan, randn, sample_model
 
 

@@ -25,7 +25,7 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_t2v(data_dir):
     """(model, clip, vae) handles of builtin:tiny-text2video, in float32 on the CPU."""
-    from comfyui_text2video.loading import load_model
+    from comfyui_text2video.models.loading import load_model
 
     return load_model("builtin:tiny-text2video", "float32")
 
@@ -33,6 +33,6 @@ def tiny_t2v(data_dir):
 @pytest.fixture(scope="session")
 def tiny_sd(data_dir):
     """(model, clip, vae) handles of builtin:tiny-sd15, in float32 on the CPU."""
-    from comfyui_text2video.loading import load_model
+    from comfyui_text2video.models.loading import load_model
 
     return load_model("builtin:tiny-sd15", "float32")

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from comfyui_text2video import bridge, loading, vae_ops
-from comfyui_text2video.handles import ClipHandle, VaeHandle
-from comfyui_text2video.text_encoding import encode_text
+from comfyui_text2video import bridge
+from comfyui_text2video.models import loading
+from comfyui_text2video.models import vae_ops
+from comfyui_text2video.models.handles import ClipHandle, VaeHandle
+from comfyui_text2video.models.text_encoding import encode_text
 
 
 @pytest.fixture(autouse=True)

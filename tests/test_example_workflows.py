@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_text2video import video_io
-from comfyui_text2video.runner import run_workflow
-from comfyui_text2video.workflow import prepare_workflow
+from comfyui_text2video.media import video_io
+from comfyui_text2video.headless.runner import run_workflow
+from comfyui_text2video.headless.workflow import prepare_workflow
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_workflows"
 NAMES = sorted(path.stem for path in EXAMPLES.glob("*.json"))
@@ -68,7 +68,7 @@ def test_api_twin_renders_too():
 
 
 def test_an_escaping_filename_prefix_is_refused_before_anything_runs():
-    from comfyui_text2video.workflow import validate_workflow
+    from comfyui_text2video.headless.workflow import validate_workflow
 
     problems = validate_workflow(load("text2video", api=True), ['7.filename_prefix="../../escape"'])
     assert [str(problem) for problem in problems] == [

@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from comfyui_text2video import bridge
-from comfyui_text2video.builtin_models import ensure_builtin
+from comfyui_text2video.models.builtin import ensure_builtin
 from comfyui_text2video.errors import ModelLoadError, NodeInputError
-from comfyui_text2video.loading import available_models, clear_cache, load_model, resolve_model_folder
+from comfyui_text2video.models.loading import available_models, clear_cache, load_model, resolve_model_folder
 from comfyui_text2video.nodes.loaders import T2VModelLoader
 
 

@@ -16,9 +16,9 @@ import pytest
 
 import fake_workflow_nodes as fake
 from comfyui_text2video import bridge, nodes
-from comfyui_text2video.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, main, object_info
-from comfyui_text2video.runner import NodeExecutionError, RunInterrupted, run_workflow
-from comfyui_text2video.workflow import InvalidWorkflow
+from comfyui_text2video.headless.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, main, object_info
+from comfyui_text2video.headless.runner import NodeExecutionError, RunInterrupted, run_workflow
+from comfyui_text2video.headless.workflow import InvalidWorkflow
 from fake_workflow_nodes import calls_of, standard_api, standard_ui
 
 TESTS_DIR = Path(__file__).parent
@@ -348,8 +348,8 @@ FAKE_PACK_CLI = f"""
 import sys
 sys.path.insert(0, {str(TESTS_DIR)!r})
 import fake_workflow_nodes
-from comfyui_text2video import workflow
-from comfyui_text2video.cli import main
+from comfyui_text2video.headless import workflow
+from comfyui_text2video.headless.cli import main
 workflow.pack_node_classes = lambda: fake_workflow_nodes.NODE_CLASS_MAPPINGS
 sys.exit(main(sys.argv[1:]))
 """

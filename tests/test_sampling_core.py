@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comfyui_text2video.builtin_models import _SCHEDULER
+from comfyui_text2video.models.builtin import _SCHEDULER
 from comfyui_text2video.samplers.text2video import SamplingPlan, sample, seeded_generator
 
 SCHEDULER_CONFIG = {"_class_name": "DDIMScheduler", **_SCHEDULER}

@@ -10,9 +10,10 @@ import pytest
 import torch
 from reference_pipelines import generator, text2video_pipeline
 
-from comfyui_text2video import bridge, video_io
-from comfyui_text2video.builtin_models import ensure_builtin
-from comfyui_text2video.runner import run_workflow
+from comfyui_text2video import bridge
+from comfyui_text2video.media import video_io
+from comfyui_text2video.models.builtin import ensure_builtin
+from comfyui_text2video.headless.runner import run_workflow
 
 WORKFLOW = "example_workflows/api/text2video.json"
 
@@ -48,7 +49,7 @@ def unseen_model(data_dir):
 
 
 def test_unseen_model_through_the_runner_matches_the_reference(unseen_model, data_dir):
-    from comfyui_text2video.loading import load_model
+    from comfyui_text2video.models.loading import load_model
 
     workflow = json.loads(open(WORKFLOW).read())
     summary = run_workflow(workflow, [f"1.model_name={json.dumps(unseen_model)}", "1.dtype=\"float32\"",

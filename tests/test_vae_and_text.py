@@ -7,7 +7,7 @@ import logging
 import torch
 from reference_pipelines import text2video_pipeline
 
-from comfyui_text2video.handles import VaeHandle
+from comfyui_text2video.models.handles import VaeHandle
 from comfyui_text2video.nodes.conditioning import T2VTextEncode
 from comfyui_text2video.nodes.vae import T2VVAEDecode
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from comfyui_text2video import video_io
-from comfyui_text2video.video_io import VideoIOError
+from comfyui_text2video.media import video_io
+from comfyui_text2video.media.video_io import VideoIOError
 
 STEP = 12  # red level per frame index: frame i is red i * STEP, so a decoded frame tells its index
 LOSSY_TOLERANCE = 6

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from comfyui_text2video import bridge, nodes, video_io
+from comfyui_text2video import bridge, nodes
+from comfyui_text2video.media import video_io
 from comfyui_text2video.errors import NodeInputError
 from comfyui_text2video.nodes.video import T2VLoadVideo, T2VSaveVideo
 

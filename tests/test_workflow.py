@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from comfyui_text2video.workflow import (
+from comfyui_text2video.headless.workflow import (
     NodeSpecs,
     Override,
     WorkflowError,

@@ -18,7 +18,7 @@ def build_test_model(folder: Path) -> Path:
     """Write a text-to-video model into `folder`: the tiny built-in's CLIP and VAE with a wider 3D UNet."""
     from diffusers import UNet3DConditionModel
 
-    from comfyui_text2video.builtin_models import TEXT_WIDTH, ensure_builtin
+    from comfyui_text2video.models.builtin import TEXT_WIDTH, ensure_builtin
 
     with tempfile.TemporaryDirectory() as scratch:
         shutil.copytree(ensure_builtin("tiny-text2video", Path(scratch)), folder)

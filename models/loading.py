@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from . import bridge
-from .builtin_models import BUILTIN_PREFIX, BUILTINS, builtin_names, ensure_builtin
-from .errors import ModelLoadError
+from .. import bridge
+from .builtin import BUILTIN_PREFIX, BUILTINS, builtin_names, ensure_builtin
+from ..errors import ModelLoadError
 from .handles import UNET_2D, UNET_3D, ClipHandle, ModelHandle, VaeHandle
 
 log = logging.getLogger(__name__)

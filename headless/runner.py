@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from . import bridge
+from .. import bridge
 from .workflow import InvalidWorkflow, NodeSpec, Override, PreparedWorkflow, prepare_workflow, unwrap_value
 
 FILE_LISTS = ("images", "gifs", "videos")

@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 from typing import Mapping
 
-from . import bridge
+from .. import bridge
 from .runner import NodeExecutionError, run_workflow
 from .workflow import InvalidWorkflow, Override, WorkflowError, input_specs
 
@@ -130,7 +130,7 @@ def object_info(node_classes: Mapping[str, type] | None = None,
                 display_names: Mapping[str, str] | None = None) -> dict:
     """`/object_info` for the pack's nodes (or the given classes)."""
     if node_classes is None:
-        from . import nodes
+        from .. import nodes
 
         node_classes, display_names = nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS
     display_names = display_names or {}

@@ -214,7 +214,7 @@ class NodeSpecs:
 
 def pack_node_classes() -> Mapping[str, type]:
     """The pack's `NODE_CLASS_MAPPINGS`, looked up at call time."""
-    from . import nodes
+    from .. import nodes
 
     return nodes.NODE_CLASS_MAPPINGS
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 if TYPE_CHECKING:
-    from .bridge import ManagedModule
+    from ..bridge import ManagedModule
 
 UNET_3D = "unet3d"
 UNET_2D = "unet2d"

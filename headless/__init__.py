@@ -1,0 +1,1 @@
+"""The headless runner: workflow formats and validation, execution, the command line."""
