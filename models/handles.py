@@ -10,6 +10,7 @@ import torch
 
 if TYPE_CHECKING:
     from ..bridge import ManagedModule
+    from ..samplers.context_windows import ContextOptions
 
 UNET_3D = "unet3d"
 UNET_2D = "unet2d"
@@ -49,6 +50,7 @@ class ModelHandle(_Managed):
     latent_scale: float  # the VAE's scaling factor: LATENTs hold raw VAE latents, the UNet sees them scaled
     patches: tuple[ModelPatch, ...] = ()
     managed: ManagedModule | None = None  # the UNet under the host's memory management (None: built by hand)
+    context_windows: ContextOptions | None = None  # every model call runs on windows of frames (T2VContextWindows)
 
     @property
     def cross_attention_dim(self) -> int:
@@ -60,6 +62,9 @@ class ModelHandle(_Managed):
 
     def with_patch(self, patch: ModelPatch) -> "ModelHandle":
         return dataclasses.replace(self, patches=self.patches + (patch,))
+
+    def with_context_windows(self, options: ContextOptions) -> "ModelHandle":
+        return dataclasses.replace(self, context_windows=options)
 
     @contextlib.contextmanager
     def patched(self, frames_per_group: int):

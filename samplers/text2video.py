@@ -7,6 +7,7 @@ import dataclasses
 
 import torch
 
+from .context_windows import windowed
 from .guidance import GuidedNoisePredictor
 from .loop import ProgressCallback, clean_estimate, denoise, frames_view, video_view
 from .schedulers import SAMPLERS, build_scheduler, denoise_start_step, step_start
@@ -113,6 +114,13 @@ def start_latents(scheduler, latents: torch.Tensor, position: int, generator: to
     return video_view(scheduler.add_noise(frames, noise, timestep), latents.shape[0])
 
 
+def scheduled(plan: SamplingPlan, scheduler_config: dict, device: torch.device):
+    """A fresh scheduler for `plan`, its timesteps set for the plan's steps."""
+    scheduler = build_scheduler(plan.sampler_name, plan.scheduler_name, scheduler_config)
+    scheduler.set_timesteps(plan.steps, device=device)
+    return scheduler
+
+
 def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: SamplingPlan,
            generator: torch.Generator, resume: SamplerState | None = None,
            callback: ProgressCallback | None = None) -> tuple[torch.Tensor, SamplerState | None]:
@@ -130,8 +138,7 @@ def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: S
         generator.set_state(resume.generator_state)
         x = latents
     else:
-        scheduler = build_scheduler(plan.sampler_name, plan.scheduler_name, scheduler_config)
-        scheduler.set_timesteps(plan.steps, device=latents.device)
+        scheduler = scheduled(plan, scheduler_config, latents.device)
         begin = step_start(scheduler, first, plan.steps)
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(begin)
@@ -152,12 +159,20 @@ def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: S
 def sample_model(model, positive, negative, cfg: float, latents: torch.Tensor, plan: SamplingPlan,
                  generator: torch.Generator, resume: SamplerState | None = None,
                  callback: ProgressCallback | None = None) -> tuple[torch.Tensor, SamplerState | None]:
-    """`sample` with a `ModelHandle`'s UNet, guidance and patches (installed for this call only), on raw latents.
+    """`sample` with a `ModelHandle`'s UNet, guidance, context windows and patches (installed for this call only),
+    on raw latents.
 
     The input is scaled into the UNet's latent space and the result scaled back; with no step to run the
     input comes back as it is.
     """
-    predictor = GuidedNoisePredictor(model.unet, model.kind, positive, negative, cfg, model.dtype)
+    def guided(positive, negative):
+        return GuidedNoisePredictor(model.unet, model.kind, positive, negative, cfg, model.dtype)
+
+    if model.context_windows is None:
+        predictor = guided(positive, negative)
+    else:
+        timesteps = scheduled(plan, model.scheduler_config, latents.device).timesteps
+        predictor = windowed(guided, (positive, negative), model.context_windows, timesteps)
     scaled = model_space(latents, model.latent_scale, resume)
     with model.patched(frames_per_group=latents.shape[2]), torch.no_grad():
         out, state = sample(predictor, model.scheduler_config, scaled, plan, generator, resume, callback)

@@ -29,6 +29,8 @@ CONTRACT = {
     "T2VLoadVideo": (["video", "frame_limit", "skip_first", "select_every_nth"], ["width", "height"],
                      ("IMAGE", "FLOAT", "INT")),
     "T2VSaveVideo": (["images", "fps", "filename_prefix", "format"], ["quality"], ()),
+    "T2VContextWindows": (["model", "context_length", "context_overlap", "context_schedule", "fuse_method"],
+                          ["context_stride", "closed_loop"], ("T2V_MODEL",)),
 }
 
 
