@@ -35,6 +35,7 @@ DIFFUSERS_FOLDER = "diffusers"
 
 _folder_overrides: dict[str, Path] = {}
 _device_override: torch.device | None = None
+_sequential_offload = False
 _interrupt_requested = threading.Event()
 
 
@@ -223,7 +224,12 @@ class ManagedModule:
         self.role = role
         self.device = load_device(role)
         self.patcher = None
-        module.to(offload_device(role))
+        if sequential_offload():
+            from accelerate import cpu_offload
+
+            cpu_offload(module.to("cpu"), execution_device=self.device)
+        else:
+            module.to(offload_device(role))
         if IN_COMFYUI:
             holder = _holder_class(type(module).__name__)(module)
             self.patcher = _comfy_patcher.ModelPatcher(holder, load_device=self.device,
@@ -237,6 +243,18 @@ class ManagedModule:
         """
         if self.patcher is not None:
             _comfy_mm.load_models_gpu([self.patcher], force_full_load=True)
+
+
+def set_sequential_offload(enabled: bool) -> None:
+    """Headless: keep the weights of models loaded from now on in CPU memory and move each layer to the compute
+    device only while it runs (accelerate's `cpu_offload`): slow, but a GPU with little memory holds one layer at a
+    time. Inside ComfyUI its own model management offloads, and this has no effect."""
+    global _sequential_offload
+    _sequential_offload = bool(enabled)
+
+
+def sequential_offload() -> bool:
+    return _sequential_offload and not IN_COMFYUI
 
 
 def host_owns_models() -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 
 class NodeInputError(ValueError):
     """A bad input value: the message names the node, the input and the fix."""
@@ -11,6 +13,13 @@ class NodeInputError(ValueError):
         self.input_name = input_name
         self.problem = problem
         super().__init__(f"{node}: input '{input_name}': {problem}")
+
+
+class NodeOutOfMemory(torch.cuda.OutOfMemoryError):
+    """The GPU ran out of memory in a node: the message names the node and the options that would fit.
+
+    Still an out-of-memory error, so ComfyUI unloads its models as it does after any.
+    """
 
 
 class ModelLoadError(ValueError):

@@ -11,6 +11,7 @@ import torch
 if TYPE_CHECKING:
     from ..bridge import ManagedModule
     from ..samplers.context_windows import ContextOptions
+    from .vae_ops import VaeTiling
 
 UNET_3D = "unet3d"
 UNET_2D = "unet2d"
@@ -95,6 +96,10 @@ class VaeHandle(_Managed):
     vae: torch.nn.Module
     device: torch.device
     managed: ManagedModule | None = None  # the VAE under the host's memory management
+    tiling: VaeTiling | None = None  # decode and encode large frames in blended tiles (T2VVAETiling)
+
+    def with_tiling(self, tiling: VaeTiling) -> "VaeHandle":
+        return dataclasses.replace(self, tiling=tiling)
 
     @property
     def spatial_scale(self) -> int:

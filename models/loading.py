@@ -271,7 +271,7 @@ def load_model(name: str, dtype_choice: str = "auto") -> tuple[ModelHandle, Clip
     dtypes = {role: resolve_dtype(dtype_choice, bridge.load_device(role)) for role in bridge.ROLES}
     if dtype_choice == "auto" and _read_json(folder / "vae" / "config.json").get("force_upcast", True):
         dtypes[bridge.VAE] = torch.float32  # it would be upcast for every encode and decode anyway
-    key = (str(folder), str(bridge.load_device(bridge.DENOISER)), *dtypes.values())
+    key = (str(folder), str(bridge.load_device(bridge.DENOISER)), *dtypes.values(), bridge.sequential_offload())
     info, components = _cache.lookup(key)
     if info is None:
         info = _read_info(folder)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from ..errors import NodeInputError
 from ..samplers.schedulers import SAMPLER_NAMES, SAMPLERS, SCHEDULER_NAMES, karras_problem
 from ..samplers.text2video import RESUME_KEY, SamplingPlan, sample_model, seeded_generator
-from .common import MAX_SEED, StepProgress, check_latent_channels, guidance_conditioning, video_latents
+from .common import (MAX_SEED, StepProgress, check_latent_channels, explain_out_of_memory, guidance_conditioning,
+                     sampling_memory_options, video_latents)
 
 NODE = "T2VSampler"
 MAX_STEPS = 10000
@@ -98,7 +99,9 @@ class T2VSampler:
                 raise NodeInputError(NODE, "latent", f"it comes from a sampler that stopped at step {state.next_step}, "
                                                      f"but {problem}")
         positive, negative = guidance_conditioning(NODE, positive, negative, cfg, model)
-        with StepProgress(NODE) as progress:
+        memory = explain_out_of_memory(NODE, f"sampling {samples.shape[2]} frames",
+                                       sampling_memory_options(model, samples.shape[2]))
+        with memory, StepProgress(NODE) as progress:
             out, state = sample_model(model, positive, negative, cfg, samples, plan,
                                       seeded_generator(seed), state, progress)
         result = {key: value for key, value in latent.items() if key not in ("samples", RESUME_KEY)}

@@ -7,7 +7,7 @@ import torch
 from .. import bridge
 from ..errors import NodeInputError
 from ..models.vae_ops import decode_frames, encode_frames
-from .common import StepProgress, video_latents
+from .common import StepProgress, explain_out_of_memory, vae_memory_options, video_latents
 
 FRAMES_PER_BATCH = ("INT", {"default": 8, "min": 0, "max": 4096,
                             "tooltip": "Frames through the VAE at once: fewer use less memory (0 = all at once). "
@@ -46,7 +46,9 @@ class T2VVAEDecode:
         samples = video_latents("T2VVAEDecode", "latent", latent, vae.device)
         batch, channels, frames, height, width = samples.shape
         flat = samples.permute(0, 2, 1, 3, 4).reshape(batch * frames, channels, height, width)
-        with StepProgress("T2VVAEDecode") as progress:
+        memory = explain_out_of_memory("T2VVAEDecode", f"decoding {batch * frames} frames",
+                                       vae_memory_options(vae, frames_per_batch))
+        with memory, StepProgress("T2VVAEDecode") as progress:
             images = decode_frames(vae, flat, frames_per_batch, on_chunk=progress,
                                    output_device=bridge.intermediate_device())
         return (images,)
@@ -67,7 +69,9 @@ class T2VVAEEncode:
     def encode(self, vae, images, frames_per_batch=8):
         check_images("T2VVAEEncode", "images", images)
         check_frame_size("T2VVAEEncode", "images", images, vae.spatial_scale)
-        with StepProgress("T2VVAEEncode") as progress:
+        memory = explain_out_of_memory("T2VVAEEncode", f"encoding {images.shape[0]} frames",
+                                       vae_memory_options(vae, frames_per_batch))
+        with memory, StepProgress("T2VVAEEncode") as progress:
             latents = encode_frames(vae, images, frames_per_batch, on_chunk=progress)
         return ({"samples": latents.permute(1, 0, 2, 3).unsqueeze(0)},)
 

@@ -7,7 +7,8 @@ import logging
 from ..errors import NodeInputError
 from ..samplers.text2video import SamplingPlan, seeded_generator
 from ..samplers.video2video import nearest_multiple, resize_frames, video_to_video
-from .common import MAX_RESOLUTION, StepProgress, guidance_conditioning
+from .common import (MAX_RESOLUTION, StepProgress, explain_out_of_memory, guidance_conditioning,
+                     sampling_memory_options, vae_memory_options)
 from .sampling import check_sampler_choice, sampler_inputs
 from .vae import FRAMES_PER_BATCH, check_images
 
@@ -72,7 +73,10 @@ class T2VVideoToVideo:
         positive, negative = guidance_conditioning(NODE, positive, negative, cfg, model)
         size = target_size(images, width, height, vae.spatial_scale)
         frames = resize_frames(images.to(vae.device, dtype=images.dtype), *size)
-        with StepProgress(NODE) as progress:
+        memory = explain_out_of_memory(NODE, f"encoding and sampling {frames.shape[0]} frames",
+                                       sampling_memory_options(model, frames.shape[0])
+                                       + vae_memory_options(vae, frames_per_batch))
+        with memory, StepProgress(NODE) as progress:
             latents = video_to_video(model, vae, positive, negative, cfg, frames, plan,
                                      seeded_generator(seed), frames_per_batch, progress)
         return ({"samples": latents},)

@@ -31,6 +31,8 @@ CONTRACT = {
     "T2VSaveVideo": (["images", "fps", "filename_prefix", "format"], ["quality"], ()),
     "T2VContextWindows": (["model", "context_length", "context_overlap", "context_schedule", "fuse_method"],
                           ["context_stride", "closed_loop"], ("T2V_MODEL",)),
+    "T2VFeedForwardChunking": (["model", "chunk_size"], [], ("T2V_MODEL",)),
+    "T2VVAETiling": (["vae", "tile_size", "tile_overlap"], [], ("T2V_VAE",)),
 }
 
 
