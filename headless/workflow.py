@@ -169,20 +169,21 @@ class NodeSpec:
         """Index of each widget's value in a node's positional `widgets_values`, as the editor saved it.
 
         The editor (frontend 1.27) creates the widgets in input order, required then optional; after
-        a seed widget comes its `control_after_generate` value, and a file-upload button adds one
-        value after all widgets. Which widgets the node had when it was saved is read from its
-        `inputs[].widget` entries (every widget has one since frontend 1.16) when they account for
-        every saved value; otherwise (older frontends list only converted widgets) from this class.
+        a seed widget comes its `control_after_generate` value, and a file-upload button (`upload`)
+        adds one value after all widgets. Which widgets the node had when it was saved is read from its
+        `inputs[].widget` entries (every widget has one since frontend 1.16, the upload button too in
+        recent ones) when they account for every saved value; otherwise (older frontends list only
+        converted widgets) from this class.
         """
         saved_node = saved_node or {}
         saved = saved_node.get("widgets_values")
-        count = len(saved) if isinstance(saved, list) else None
+        has_upload = any(spec.has_upload_widget for spec in self.widgets())
         saved_names = [slot["widget"]["name"] for slot in saved_node.get("inputs") or []
                        if isinstance(slot, Mapping) and isinstance(slot.get("widget"), Mapping)
                        and isinstance(slot["widget"].get("name"), str)]
-        if saved_names:
-            positions, total = self._positions(saved_names)
-            if total == count:
+        if saved_names and isinstance(saved, list):
+            positions, count = self._positions(saved_names)
+            if len(saved) in (count, count + has_upload):
                 return positions
         return self._positions([spec.name for spec in self.widgets()])[0]
 
@@ -195,8 +196,7 @@ class NodeSpec:
             if spec is not None and spec.is_widget:
                 positions[name] = index
             index += 1 + bool(spec is not None and spec.is_widget and spec.has_control_widget)
-        has_upload = any(spec.has_upload_widget for spec in self.widgets())
-        return positions, index + has_upload
+        return positions, index
 
     def checks_range_itself(self, input_name: str) -> bool:
         """Inputs named in VALIDATE_INPUTS' signature skip the built-in range and choice checks."""

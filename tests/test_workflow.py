@@ -341,7 +341,8 @@ def test_an_editor_saved_load_video_node_maps_every_widget_by_name(tmp_path):
     ui.node(1, "T2VLoadVideo", ["clip.mp4", 16, 2, 3, 64, 48, "image"], outputs=["IMAGE", "FLOAT", "INT"],
             inputs=[(name, kind, name) for name, kind in [("video", "COMBO"), ("frame_limit", "INT"),
                                                           ("skip_first", "INT"), ("select_every_nth", "INT"),
-                                                          ("width", "INT"), ("height", "INT")]])
+                                                          ("width", "INT"), ("height", "INT"),
+                                                          ("upload", "IMAGEUPLOAD")]])
     prompt = load_workflow(ui.build(), NodeSpecs(nodes.NODE_CLASS_MAPPINGS)).prompt
     assert prompt["1"]["inputs"] == {"video": "clip.mp4", "frame_limit": 16, "skip_first": 2, "select_every_nth": 3,
                                      "width": 64, "height": 48}
