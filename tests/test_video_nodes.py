@@ -243,3 +243,32 @@ def test_api_workflows_embed_the_prompt_but_no_empty_workflow():
     metadata = workflow_metadata({"1": {"class_type": "T2VSaveVideo", "inputs": {}}}, {"workflow": None})
     assert set(metadata) == {"prompt"}
     assert set(workflow_metadata(None, {"workflow": {"nodes": []}})) == {"workflow"}
+
+
+class EncoderFailure(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("video_format", ["mp4", "webm", "gif", "png"])
+def test_a_save_failing_mid_encoding_never_shows_a_partial_video_under_its_name(folders, monkeypatch,
+                                                                                video_format):
+    """While encoding, the final name is only an empty placeholder: a crash at that moment (power cut, killed
+    process) cannot leave a truncated video there; after a failure nothing is left at all."""
+    _, output_dir = folders
+    final = output_dir / "Text2Video" / ("video_00001" + ("" if video_format == "png" else f".{video_format}"))
+    seen_under_final_name = []
+
+    def fail_mid_encoding():
+        if final.is_dir():
+            seen_under_final_name.append(sorted(path.name for path in final.iterdir()))
+        elif final.exists():
+            seen_under_final_name.append(final.stat().st_size)
+        if len(seen_under_final_name) == 10:
+            raise EncoderFailure("encoder crashed")
+
+    monkeypatch.setattr(bridge, "check_interrupt", fail_mid_encoding)
+    with pytest.raises(EncoderFailure):
+        save(numbered_frames(12, 64, 64), video_format)
+    assert seen_under_final_name == [[] if video_format == "png" else 0] * 10
+    assert [path for path in output_dir.rglob("*") if path.is_file()] == []
+    assert not final.exists()
