@@ -29,7 +29,7 @@ from .. import bridge
 from ..media import video_io
 from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from .runner import execute
-from .workflow import Override, PreparedWorkflow, WorkflowError, prepare_workflow, unwrap_value
+from .workflow import InvalidWorkflow, Override, PreparedWorkflow, WorkflowError, prepare_workflow, unwrap_value
 
 try:
     import fcntl
@@ -191,14 +191,15 @@ def check_jobs(workflow: Any, base: list[Override], jobs: list[Job]) -> list[dic
     raise JobsError(lines)
 
 
-def prepare_job(workflow: Any, base: list[Override], job: Job) -> tuple[PreparedWorkflow, dict[str, Any]]:
-    """The job's workflow with job-specific file names, and its recorded overrides."""
-    overrides = [*base, *job.overrides]
-    prepared = prepare_workflow(workflow, overrides)
-    recorded = recorded_overrides(prepared, overrides)
+def prepare_job(workflow: Any, base: list[Override], job: Job) -> PreparedWorkflow:
+    """The job's workflow with job-specific file names; raises `InvalidWorkflow` if it no longer validates
+    (say, a model folder went away since the check)."""
+    prepared = prepare_workflow(workflow, [*base, *job.overrides])
+    if prepared.problems:
+        raise InvalidWorkflow(prepared.problems)
     for node_id in _output_nodes(prepared):
         prepared.prompt[node_id]["inputs"]["filename_prefix"] += JOB_SUFFIX.format(index=job.index)
-    return prepared, recorded
+    return prepared
 
 
 def job_prefixes(prepared: PreparedWorkflow) -> list[str]:
@@ -261,15 +262,16 @@ def pending_jobs(jobs: list[Job], recorded: list[dict], manifest: Manifest, outp
 # --------------------------------------------------------------------------- running
 
 
-def run_job(workflow: Any, base: list[Override], job: Job, output_dir: Path, rank: int) -> tuple[dict, str]:
+def run_job(workflow: Any, base: list[Override], job: Job, overrides: dict, output_dir: Path,
+            rank: int) -> tuple[dict, str]:
     """Render one job: its manifest record (`error` instead of `files` if it failed) and the failure's traceback."""
     started = time.perf_counter()
-    prepared, overrides = prepare_job(workflow, base, job)
     record: dict[str, Any] = {"job": job.index, "overrides": overrides}
-    for prefix in job_prefixes(prepared):
-        video_io.remove_interrupted_saves(output_dir, prefix)
     failure = ""
     try:
+        prepared = prepare_job(workflow, base, job)
+        for prefix in job_prefixes(prepared):
+            video_io.remove_interrupted_saves(output_dir, prefix)
         summary = execute(prepared)
     except Exception as exc:  # recorded; the batch goes on with the next job
         record["error"] = str(exc) or type(exc).__name__
@@ -356,6 +358,19 @@ def _cpu_only() -> bool:
     return os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
 
 
+def load_batch(args: argparse.Namespace) -> tuple[Any, list[Job], list[dict]]:
+    """The workflow, the jobs and each job's recorded overrides; raises `JobsError` listing every problem."""
+    try:
+        workflow = json.loads(args.workflow.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise JobsError([f"cannot read workflow {args.workflow}: {exc}"]) from exc
+    jobs = read_jobs(args.jobs)
+    try:
+        return workflow, jobs, check_jobs(workflow, args.overrides, jobs)
+    except WorkflowError as exc:  # not a workflow at all
+        raise JobsError([str(exc)]) from exc
+
+
 def batch_command(args: argparse.Namespace) -> int:
     """The `batch` command; every process of an `accelerate launch` runs it and returns the same status."""
     from accelerate import PartialState
@@ -369,19 +384,13 @@ def batch_command(args: argparse.Namespace) -> int:
 
     problems, workflow, jobs, recorded = [], None, [], []
     try:
-        workflow = json.loads(args.workflow.read_text(encoding="utf-8"))
-        jobs = read_jobs(args.jobs)
-        recorded = check_jobs(workflow, args.overrides, jobs)
-    except (OSError, ValueError) as exc:
-        problems = [f"cannot read workflow {args.workflow}: {exc}"]
-    except WorkflowError as exc:
-        problems = [str(exc)]
+        workflow, jobs, recorded = load_batch(args)
     except JobsError as exc:
         problems = exc.problems
     every_process = gather_object([(state.process_index, problems)])
     if any(found for _, found in every_process):
         if state.is_main_process:
-            _print_problems(every_process, len(jobs))
+            _print_problems(every_process)
         return EXIT_INVALID
 
     output_dir = Path(bridge.output_directory()).resolve()
@@ -395,7 +404,8 @@ def batch_command(args: argparse.Namespace) -> int:
     try:
         with _quiet_batch(), state.split_between_processes(pending) as share:
             for index in share:
-                record, failure = run_job(workflow, args.overrides, by_index[index], output_dir, state.process_index)
+                record, failure = run_job(workflow, args.overrides, by_index[index], recorded[index - 1], output_dir,
+                                          state.process_index)
                 manifest.append(record)
                 outcomes.append((index, "error" not in record))
                 if failure:
@@ -419,11 +429,11 @@ def batch_command(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _print_problems(every_process: list[tuple[int, list[str]]], job_count: int) -> None:
+def _print_problems(every_process: list[tuple[int, list[str]]]) -> None:
     """The main process's problems, then another process's where they differ (say, a model missing on one machine)."""
     main_problems = dict(every_process).get(0, [])
     for rank, found in every_process:
         if rank == 0 or found != main_problems:
             for problem in found:
                 print(problem if rank == 0 else f"process {rank}: {problem}", file=sys.stderr)
-    print(f"the batch is invalid ({job_count} job(s) read); nothing was run", file=sys.stderr)
+    print("the batch is invalid; nothing was run", file=sys.stderr)

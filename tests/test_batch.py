@@ -118,7 +118,7 @@ def test_every_bad_job_is_refused_before_anything_runs(tmp_path, capsys, data_di
     assert any(line.startswith("job 4 (line 4): node 5 (T2VSampler) input 'sampler_name': value 'nope' is not one of")
                for line in stderr)
     assert not any(line.startswith(("job 1 ", "job 3 ")) for line in stderr)
-    assert stderr[-1] == "the batch is invalid (4 job(s) read); nothing was run"
+    assert stderr[-1] == "the batch is invalid; nothing was run"
     assert not output.exists()
 
 
