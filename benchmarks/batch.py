@@ -5,10 +5,11 @@ The batch is 8 jobs (4 prompts x 2 seeds) of the text-to-video example on `built
 lossless WebP. Each run is a fresh batch into a fresh output folder; the two sides alternate (1, 2, 2, 1, ...)
 and the table gives medians. "Wall" is the whole command, start-up included (imports, one model load a process,
 validation of all 8 jobs); "jobs" is from the first job's start to the last job's end, read from the workers'
-timers. The single process uses torch's default threads (all cores); torchrun gives each of several processes one
-thread. Per job, every node's time is measured around the node's function; what a job costs beyond sampling is its
-manifest time minus the sampler's, split into the other nodes (text encoding, VAE decode, the video file) and the
-batch's own work (preparing the job's workflow, looking for leftovers, the runner) plus the manifest append.
+timers. Each of the two processes has one torch thread (torchrun's default), the single process `--threads`
+(one by default, as the other benchmarks). Per job, every node's time is measured around the node's function;
+what a job costs beyond sampling is its manifest time minus the sampler's, split into the other nodes (text
+encoding, VAE decode, the video file) and the batch's own work (preparing the job's workflow, looking for
+leftovers, the runner) plus the manifest append.
 
 Run: `python benchmarks/batch.py` (about 5 minutes on a busy 2-core machine); `--steps`, `--frames`, `--size`
 and `--rounds` change the work. Not part of the test suite.
@@ -43,6 +44,10 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=64, help="width and height")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each side")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the single process (each of the two has one). One by default: on a "
+                             "machine shared with other work several threads mostly wait for each other (10x and "
+                             "more slower); on an idle machine give it the number of cores")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # the timings file of a worker
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--output-dir", help=argparse.SUPPRESS)
@@ -123,7 +128,7 @@ def run_batch(args: argparse.Namespace, processes: int, root: Path, name: str) -
         command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", f"--num_processes={processes}",
                    "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no", *own]
     environment = {**os.environ, "T2V_DATA_DIR": str(root / "data"), "T2V_NO_PROGRESS": "1",
-                   "CUDA_VISIBLE_DEVICES": ""}
+                   "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(args.threads if processes == 1 else 1)}
     started = time.perf_counter()
     completed = subprocess.run(command, capture_output=True, text=True, env=environment)
     wall = time.perf_counter() - started
@@ -143,7 +148,8 @@ def main() -> int:
     import torch
 
     print(f"torch {torch.__version__}, {os.cpu_count()} cores, builtin:tiny-text2video, {len(JOBS)} jobs of "
-          f"{args.frames} frames {args.size}x{args.size}, {args.steps} steps")
+          f"{args.frames} frames {args.size}x{args.size}, {args.steps} steps; torch threads: {args.threads} in the "
+          "single process, 1 in each of the two")
     print(f"load average (1, 5, 15 min) at the start: {common.load_average()}")
     runs: dict[int, list[dict]] = {1: [], 2: []}
     with common.data_folder() as root:
