@@ -30,6 +30,7 @@ from ..media import video_io
 from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from .runner import execute
 from .workflow import InvalidWorkflow, Override, PreparedWorkflow, WorkflowError, prepare_workflow, unwrap_value
+from .workflow_file import read_workflow_file
 
 try:
     import fcntl
@@ -361,13 +362,10 @@ def _cpu_only() -> bool:
 def load_batch(args: argparse.Namespace) -> tuple[Any, list[Job], list[dict]]:
     """The workflow, the jobs and each job's recorded overrides; raises `JobsError` listing every problem."""
     try:
-        workflow = json.loads(args.workflow.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise JobsError([f"cannot read workflow {args.workflow}: {exc}"]) from exc
-    jobs = read_jobs(args.jobs)
-    try:
+        workflow = read_workflow_file(args.workflow)
+        jobs = read_jobs(args.jobs)
         return workflow, jobs, check_jobs(workflow, args.overrides, jobs)
-    except WorkflowError as exc:  # not a workflow at all
+    except WorkflowError as exc:  # no workflow in the file, or not a workflow at all
         raise JobsError([str(exc)]) from exc
 
 

@@ -14,6 +14,7 @@ from typing import Mapping
 from .. import bridge
 from .runner import NodeExecutionError, run_workflow
 from .workflow import InvalidWorkflow, Override, WorkflowError, input_specs
+from .workflow_file import read_workflow_file
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_runner_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("workflow", type=Path, help="workflow JSON file")
+    parser.add_argument("workflow", type=Path,
+                        help="workflow JSON file, or a video/png saved with its workflow (mp4, webm, webp, png)")
     parser.add_argument("--models-dir", type=Path, help="folder with diffusers/ and text2video/ model folders")
     parser.add_argument("--input-dir", type=Path, help="folder that input files are read from")
     parser.add_argument("--output-dir", type=Path, help="folder that outputs are written to")
@@ -86,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_command(args: argparse.Namespace) -> int:
     try:
-        workflow = json.loads(args.workflow.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        print(f"cannot read workflow {args.workflow}: {exc}", file=sys.stderr)
+        workflow = read_workflow_file(args.workflow)
+    except WorkflowError as exc:
+        print(exc, file=sys.stderr)
         return EXIT_INVALID
     bridge.reset_folders()
     bridge.set_folders(models=args.models_dir, input=args.input_dir, output=args.output_dir)
