@@ -128,7 +128,8 @@ class T2VZeroMotionLatent:
             "latent_t0": ("LATENT", {"tooltip": "Frame 0 at t0: the second KSamplerAdvanced (add_noise disabled, "
                                                 "start_at_step = t1_step, end_at_step = t0_step, leftover noise "
                                                 "enabled)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "tooltip": "Seed of the re-noising noise."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                             "tooltip": "Seed of the re-noising noise."}),
             "frames": ("INT", {"default": 8, "min": 1, "max": MAX_FRAMES, "tooltip": "Frames of the video."}),
             **motion_inputs(),
         }}
