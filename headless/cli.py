@@ -13,7 +13,7 @@ from typing import Mapping
 
 from .. import bridge
 from .runner import NodeExecutionError, run_workflow
-from .workflow import InvalidWorkflow, Override, WorkflowError, input_specs
+from .workflow import InvalidWorkflow, Override, WorkflowError, input_specs, read_workflow
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_command(args: argparse.Namespace) -> int:
     try:
-        workflow = json.loads(args.workflow.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        print(f"cannot read workflow {args.workflow}: {exc}", file=sys.stderr)
+        workflow = read_workflow(args.workflow)
+    except WorkflowError as exc:
+        print(exc, file=sys.stderr)
         return EXIT_INVALID
     bridge.reset_folders()
     bridge.set_folders(models=args.models_dir, input=args.input_dir, output=args.output_dir)
