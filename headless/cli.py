@@ -13,7 +13,8 @@ from typing import Mapping
 
 from .. import bridge
 from .runner import NodeExecutionError, run_workflow
-from .workflow import InvalidWorkflow, Override, WorkflowError, input_specs, read_workflow
+from .workflow import InvalidWorkflow, Override, WorkflowError, input_specs
+from .workflow_file import read_workflow_file
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -44,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="validate and run a workflow (the editor's or the API format)",
                               description="Validate a workflow, run it, and print the written files as JSON. "
                                           "Exit status: 0 done, 1 a node failed, 2 invalid workflow, 130 interrupted.")
-    run.add_argument("workflow", type=Path, help="workflow JSON file")
+    run.add_argument("workflow", type=Path,
+                     help="workflow JSON file, or a video/png saved with its workflow (mp4, webm, webp, png)")
     run.add_argument("--models-dir", type=Path, help="folder with diffusers/ and text2video/ model folders")
     run.add_argument("--input-dir", type=Path, help="folder that input files are read from")
     run.add_argument("--output-dir", type=Path, help="folder that outputs are written to")
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_command(args: argparse.Namespace) -> int:
     try:
-        workflow = read_workflow(args.workflow)
+        workflow = read_workflow_file(args.workflow)
     except WorkflowError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
