@@ -34,16 +34,37 @@ _PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
 
 
 def _scan(root: Path) -> list[str]:
-    """Diffusers folders (a `model_index.json` inside) under `root`, as paths relative to it."""
+    """Diffusers folders (a `model_index.json` inside) under `root`, as paths relative to it.
+
+    Linked folders are followed (models linked in from a shared disk), each real folder once, so links that
+    loop back (`a -> .`) end the walk instead of sending it round for ever.
+    """
     if not root.is_dir():
         return []
     found = []
+    seen = {_folder_identity(root)}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = [d for d in sorted(dirnames) if not d.startswith(".") and _first_visit(Path(dirpath, d), seen)]
         if "model_index.json" in filenames:
             found.append(Path(dirpath).relative_to(root).as_posix())
             dirnames.clear()
     return found
+
+
+def _folder_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except OSError:  # a dangling or looping link
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _first_visit(path: Path, seen: set) -> bool:
+    identity = _folder_identity(path)
+    if identity is None or identity in seen:
+        return False
+    seen.add(identity)
+    return True
 
 
 def available_models() -> list[str]:

@@ -80,7 +80,10 @@ def clip_l(seed: int) -> dict:
 
     torch.manual_seed(seed)
     config = CLIPTextConfig.from_json_file(str(Path(comfy.sd1_clip.__file__).parent / "sd1_clip_config.json"))
-    return {key: value.half() for key, value in CLIPTextModel(config).state_dict().items()}
+    state = CLIPTextModel(config).state_dict()  # transformers 5 drops the "text_model." prefix that CLIP files have
+    state = {(key if key.startswith("text_model.") else f"text_model.{key}"): value for key, value in state.items()}
+    state["text_projection.weight"] = torch.randn(config.projection_dim, config.hidden_size) / config.hidden_size**0.5
+    return {key: value.half() for key, value in state.items()}
 
 
 def taesd(seed: int) -> dict:

@@ -148,8 +148,9 @@ def test_the_patch_does_not_reach_a_branch_on_the_unpatched_model(comfy, checkpo
 
 
 def test_text2video_zero_with_a_core_controlnet_on_canny_edges_of_a_loaded_video(comfy, checkpoints, sample_video):
-    prompt = example("text2video_zero_controlnet", {
-        **SMALL_ZERO, "10.frames": 6, "1.ckpt_name": checkpoints["t2v-it-sd15"], "2.lora_name": f"{LORA_NAME}.safetensors",
+    prompt = example("text2video_zero_controlnet", {  # size and frames come from the video (GetImageSize)
+        "7.steps": SMALL_ZERO["7.steps"], "7.t0": SMALL_ZERO["7.t0"], "7.t1": SMALL_ZERO["7.t1"],
+        "1.ckpt_name": checkpoints["t2v-it-sd15"], "2.lora_name": f"{LORA_NAME}.safetensors",
         "20.file": sample_video.name, "23.control_net_name": f"{CONTROLNET_NAME}.safetensors",
         "13.filename_prefix": "it/core-controlnet"})
     prompt["30"] = node("SaveLatent", samples=link("11"), filename_prefix="it/core-controlnet")
