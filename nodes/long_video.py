@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ..errors import NodeInputError
-from ..models.handles import UNET_3D
 from ..samplers.context_windows import FUSE_METHODS, SCHEDULES, ContextOptions
 from .common import MAX_FRAMES
 
@@ -56,10 +55,10 @@ class T2VContextWindows:
               closed_loop=False):
         options = ContextOptions(context_length, context_overlap, context_schedule, fuse_method, context_stride,
                                  closed_loop)
-        if model.kind != UNET_3D:
-            raise NodeInputError(CONTEXT_WINDOWS, "model", f"'{model.name}' is an image model; context windows are "
-                                 "for text-to-video (3D UNet) models. Text2Video-Zero keeps memory flat with its "
-                                 "chunk_size input instead")
+        if not model.family.video_unet:
+            raise NodeInputError(CONTEXT_WINDOWS, "model", f"'{model.name}' is a {model.family.description} image "
+                                 "model; context windows are for text-to-video (3D UNet) models. Text2Video-Zero "
+                                 "keeps memory flat with its chunk_size input instead")
         problem = options.problem()
         if problem:
             raise NodeInputError(CONTEXT_WINDOWS, *problem)

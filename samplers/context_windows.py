@@ -196,23 +196,23 @@ def step_index(t: torch.Tensor, timesteps: torch.Tensor) -> int:
 
 
 def windowed(make_predictor: Callable[..., NoisePredictor], conditioning: Sequence, options: ContextOptions,
-             timesteps: torch.Tensor) -> NoisePredictor:
-    """`(x, t) -> noise` that runs `make_predictor(*conditioning)` on each window of `x`'s frames and fuses.
+             timesteps: torch.Tensor, frames: int) -> NoisePredictor:
+    """`(x, t) -> noise` for latents of `frames` frames that runs `make_predictor(window_frames, *conditioning)`
+    on each window of `x`'s frames and fuses the predictions.
 
     Per window the conditioning is cut to the window's frames (`select_frames`); the window schedule of a call
     follows the position of `t` in `timesteps` (the run's whole schedule, so split runs see the windows of the
     unsplit run). A video that fits one window gets exactly the plain predictor's result.
     """
-    plain = make_predictor(*conditioning)
+    plain = make_predictor(frames, *conditioning)
 
     def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        frames = x.shape[FRAME_DIM]
         windows = context_windows(frames, options, step_index(t, timesteps))
         if len(windows) == 1 and len(windows[0]) == frames:
             return plain(x, t)
 
         def predict_window(window: Window) -> torch.Tensor:
-            inner = make_predictor(*(select_frames(c, window, frames) for c in conditioning))
+            inner = make_predictor(len(window), *(select_frames(c, window, frames) for c in conditioning))
             return inner(x[:, :, window], t)
 
         return fuse(predict_window, windows, x, options)

@@ -159,20 +159,22 @@ def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: S
 def sample_model(model, positive, negative, cfg: float, latents: torch.Tensor, plan: SamplingPlan,
                  generator: torch.Generator, resume: SamplerState | None = None,
                  callback: ProgressCallback | None = None) -> tuple[torch.Tensor, SamplerState | None]:
-    """`sample` with a `ModelHandle`'s UNet, guidance, context windows and patches (installed for this call only),
-    on raw latents.
+    """`sample` with a `ModelHandle`'s UNet, its family's guidance, its context windows and its patches (installed
+    for this call only), on raw latents.
 
     The input is scaled into the UNet's latent space and the result scaled back; with no step to run the
     input comes back as it is.
     """
-    def guided(positive, negative):
-        return GuidedNoisePredictor(model.unet, model.kind, positive, negative, cfg, model.dtype)
+    def guided(frames: int, positive, negative):
+        shape = (*latents.shape[:2], frames, *latents.shape[3:])
+        return GuidedNoisePredictor(model.unet, model.family.video_unet, model.guidance(positive, negative, cfg, shape),
+                                    model.dtype)
 
     if model.context_windows is None:
-        predictor = guided(positive, negative)
+        predictor = guided(latents.shape[2], positive, negative)
     else:
         timesteps = scheduled(plan, model.scheduler_config, latents.device).timesteps
-        predictor = windowed(guided, (positive, negative), model.context_windows, timesteps)
+        predictor = windowed(guided, (positive, negative), model.context_windows, timesteps, latents.shape[2])
     scaled = model_space(latents, model.latent_scale, resume)
     with model.patched(frames_per_group=latents.shape[2]), torch.no_grad():
         out, state = sample(predictor, model.scheduler_config, scaled, plan, generator, resume, callback)

@@ -127,26 +127,26 @@ def test_per_frame_conditioning_is_cut_to_each_window():
     shared = torch.full((1, 3), 7.0)  # not per frame: every window sees it whole
     seen = []
 
-    def make_predictor(conditioning):
-        seen.append(conditioning["shared"].shape)
+    def make_predictor(window_frames, conditioning):
+        seen.append((window_frames, conditioning["shared"].shape))
         return lambda x, t: conditioning["frames"].view(1, 1, -1, 1, 1).expand_as(x)
 
     options = ContextOptions(8, 2, "standard_static", "pyramid")
-    predict = windowed(make_predictor, ({"frames": per_frame, "shared": shared},), options, torch.tensor([5]))
+    predict = windowed(make_predictor, ({"frames": per_frame, "shared": shared},), options, torch.tensor([5]), frames)
     out = predict(torch.zeros(1, 4, frames, 2, 2), torch.tensor(5))
     assert torch.equal(out[0, 0, :, 0, 0], per_frame)
-    assert all(shape == (1, 3) for shape in seen)
+    assert seen[0] == (frames, (1, 3)) and all(entry == (8, (1, 3)) for entry in seen[1:])
 
 
 def test_the_window_schedule_follows_the_position_in_the_whole_schedule():
     calls = []
     options = ContextOptions(8, 2, "standard_uniform")
 
-    def make_predictor():
+    def make_predictor(window_frames):
         return lambda x, t: calls.append(x.shape[2]) or torch.zeros_like(x)
 
     timesteps = torch.tensor([900, 600, 300])
-    predict = windowed(make_predictor, (), options, timesteps)
+    predict = windowed(make_predictor, (), options, timesteps, 30)
     x = torch.zeros(1, 4, 30, 2, 2)
     for position, t in enumerate(timesteps):
         calls.clear()

@@ -8,7 +8,6 @@ import torch
 from comfyui_text2video import bridge
 from comfyui_text2video.errors import NodeInputError, NodeOutOfMemory
 from comfyui_text2video.models import loading
-from comfyui_text2video.models.handles import UNET_3D
 from comfyui_text2video.models.loading import load_model
 from comfyui_text2video.nodes import conditioning
 from comfyui_text2video.nodes.conditioning import T2VTextEncode
@@ -147,7 +146,7 @@ def test_loading_prints_no_accelerate_warning_and_pickles_load_into_empty_module
     unet.save_pretrained(tmp_path, safe_serialization=False)
     loaded = loading._load_component(UNet3DConditionModel, tmp_path, torch.float32, "torch_dtype")
     folder = loading.resolve_model_folder("builtin:tiny-text2video")
-    loading._load_role(bridge.DENOISER, folder, UNET_3D, torch.float32)
+    loading._load_part("unet", folder, tiny_t2v[0].family, torch.float32)
     captured = capfd.readouterr()
     assert "accelerate" not in captured.err + captured.out
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), unet.state_dict().values()))
