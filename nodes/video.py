@@ -80,7 +80,12 @@ class T2VLoadVideo:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, video):
+    def VALIDATE_INPUTS(cls, video=None):
+        """The chosen file is there and inside the input folder (None: it comes from a link)."""
+        if video is None:
+            return True
+        if not isinstance(video, str):
+            return str(NodeInputError(LOAD_NODE, "video", f"{video!r} is not a file name; choose a video"))
         try:
             _input_video(video)
         except NodeInputError as error:
