@@ -12,6 +12,7 @@ from comfyui_text2video import bridge
 from comfyui_text2video.attention.cross_frame import CrossFrameAttentionProcessor
 from comfyui_text2video.headless.runner import NodeExecutionError, RunInterrupted, run_workflow
 from comfyui_text2video.media import video_io
+from comfyui_text2video.models.loading import load_model
 
 
 def zero_workflow(prefix: str) -> dict:
@@ -71,10 +72,10 @@ def failing_call(module, error: BaseException, on_call: int = 1, check=None):
 
 
 @pytest.mark.parametrize("error", [RuntimeError("CUDA out of memory"), KeyboardInterrupt()])
-def test_sampler_failure_inside_the_cross_frame_patch_leaves_no_patch(tiny_sd, output, error):
-    model, _clip, _vae = tiny_sd
-    before = model_state(model.unet)
+def test_sampler_failure_inside_the_cross_frame_patch_leaves_no_patch(output, error):
     clean = frames_of(run_workflow(zero_workflow("clean")))
+    model, _clip, _vae = load_model("builtin:tiny-sd15", "float32")  # the cached model the runs use
+    before = model_state(model.unet)
     patched = []
 
     def patch_is_installed():
@@ -90,10 +91,10 @@ def test_sampler_failure_inside_the_cross_frame_patch_leaves_no_patch(tiny_sd, o
     assert frames_of(run_workflow(zero_workflow("after"))) == clean
 
 
-def test_vae_decode_failure_leaves_the_vae_as_it_was(tiny_sd, output):
-    _model, _clip, vae = tiny_sd
-    before = model_state(vae.vae)
+def test_vae_decode_failure_leaves_the_vae_as_it_was(output):
     clean = frames_of(run_workflow(zero_workflow("clean")))
+    _model, _clip, vae = load_model("builtin:tiny-sd15", "float32")
+    before = model_state(vae.vae)
     with failing_call(vae.vae.decoder, RuntimeError("decoder exploded")):
         with pytest.raises(NodeExecutionError, match=r"node 6 \(T2VVAEDecode\) failed: RuntimeError: decoder exploded"):
             run_workflow(zero_workflow("failed"))
@@ -101,7 +102,7 @@ def test_vae_decode_failure_leaves_the_vae_as_it_was(tiny_sd, output):
     assert frames_of(run_workflow(zero_workflow("after"))) == clean
 
 
-def test_save_failure_leaves_no_file_and_the_next_save_takes_the_number(tiny_sd, output, monkeypatch):
+def test_save_failure_leaves_no_file_and_the_next_save_takes_the_number(output, monkeypatch):
     write_png_frames = video_io._write_png_frames
 
     def fail_midway(frames, folder, metadata, on_progress):
