@@ -1,4 +1,4 @@
-"""`python -m comfyui_text2video run|nodes ...`: see `cli.py`."""
+"""`python -m comfyui_text2video run|batch|nodes ...`: see `cli.py`."""
 
 import signal
 import sys

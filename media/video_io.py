@@ -549,6 +549,32 @@ def atomic_output(reserved: Path) -> Iterator[Path]:
         raise
 
 
+def _is_empty(entry: Path) -> bool:
+    if entry.is_symlink():
+        return False
+    return not any(entry.iterdir()) if entry.is_dir() else entry.stat().st_size == 0
+
+
+def remove_interrupted_saves(output_dir: str | Path, filename_prefix: str) -> list[Path]:
+    """Remove what saves under `filename_prefix` left when their process was killed outright (SIGKILL, power
+    loss): hidden `.partial` temporaries and empty placeholders. Finished outputs are never touched.
+
+    Only for a prefix that no running save uses (a batch job's own prefix); returns what was removed.
+    """
+    subfolders, base = split_prefix(filename_prefix)
+    folder = Path(output_dir).joinpath(*subfolders)
+    if not folder.is_dir():
+        return []
+    name = re.escape(base) + r"_\d+(\.[^.]*)?"
+    placeholder, temporary = re.compile(name), re.compile(rf"\.{name}\.[0-9a-f]+\.partial")
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        if temporary.fullmatch(entry.name) or (placeholder.fullmatch(entry.name) and _is_empty(entry)):
+            _remove(entry)
+            removed.append(entry)
+    return removed
+
+
 # --------------------------------------------------------------------------- writing
 
 

@@ -1,12 +1,10 @@
-"""Prompt -> CLIP embeddings, as diffusers' `encode_prompt` does for these models."""
+"""Prompt -> text encoder outputs, as diffusers' `encode_prompt` tokenizes and runs them."""
 
 from __future__ import annotations
 
 import logging
 
 import torch
-
-from .handles import ClipHandle
 
 log = logging.getLogger(__name__)
 
@@ -18,10 +16,9 @@ CUT_EXCERPT = 200
 """Characters of the cut text shown in the warning."""
 
 
-def encode_text(clip: ClipHandle, text: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(embeds [1, L, D], pooled [1, D])` for one prompt; tokens past the limit are cut with a warning."""
+def run_text_encoder(clip, tokenizer, encoder: torch.nn.Module, text: str, hidden_states: bool = False):
+    """The encoder's output for one prompt padded to the tokenizer's limit; tokens past it are cut with a warning."""
     clip.load_for_use()
-    tokenizer, encoder = clip.tokenizer, clip.text_encoder
     limit = tokenizer.model_max_length
     text = within_limit(tokenizer, text, limit)
     tokens = tokenizer(text, padding="max_length", max_length=limit, truncation=True, return_tensors="pt")
@@ -29,8 +26,12 @@ def encode_text(clip: ClipHandle, text: str) -> tuple[torch.Tensor, torch.Tensor
     if getattr(encoder.config, "use_attention_mask", False):
         mask = tokens.attention_mask.to(clip.device)
     with torch.no_grad():
-        output = encoder(tokens.input_ids.to(clip.device), attention_mask=mask)
-    return output[0], output[1]
+        return encoder(tokens.input_ids.to(clip.device), attention_mask=mask, output_hidden_states=hidden_states)
+
+
+def encode_text(clip, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(embeds [1, L, D], pooled [1, P])` for one prompt, the way the model's family encodes text."""
+    return clip.family.encode_text(clip, text)
 
 
 def within_limit(tokenizer, text: str, limit: int) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from ..attention.cross_frame import CrossFrameAttention
 from ..errors import NodeInputError
-from ..models.handles import UNET_2D
 from ..samplers.text2video import RESUME_KEY, SamplingPlan, seeded_generator
 from ..samplers.schedulers import SAMPLERS
 from ..samplers.text2video_zero import (AnchorFrame, motion_latents, schedule_problem, split_steps, text2video_zero,
@@ -42,9 +41,9 @@ def check_schedule(node: str, steps: int, t0: int, t1: int) -> None:
 
 
 def check_image_model(node: str, model) -> None:
-    if model.kind != UNET_2D:
-        raise NodeInputError(node, "model", f"'{model.name}' is a text-to-video (3D UNet) model; Text2Video-Zero "
-                                            "needs an image model (a Stable Diffusion 2D UNet)")
+    if not model.family.image_model:
+        raise NodeInputError(node, "model", f"'{model.name}' is a {model.family.description} model; Text2Video-Zero "
+                                            "needs an image model (Stable Diffusion 1.x/2.x or SDXL)")
 
 
 class T2VCrossFrameAttention:
