@@ -231,7 +231,7 @@ def test_7_a_five_megabyte_prompt_is_cut_early_and_logged_briefly(tiny_t2v, capl
     reference, _negative = text2video_pipeline(*tiny_t2v).encode_prompt(words[:2000], "cpu", 1, False)
     assert torch.equal(huge, reference)
     [warning] = [record.getMessage() for record in caplog.records if "longer than 77 tokens" in record.getMessage()]
-    assert "(5000000 characters)" in warning and len(warning) < 400
+    assert "(of 5000000 characters in all)" in warning and len(warning) < 400
 
 
 # --------------------------------------------------------------------------- 9, 10: Ctrl-C
