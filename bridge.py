@@ -119,6 +119,26 @@ if IN_COMFYUI:  # pragma: no cover
     _register_comfyui_folders()
 
 
+def add_json_route(path: str, handler) -> None:
+    """Answer `GET path` on ComfyUI's server with `handler(query: dict) -> (HTTP status, JSON payload)`,
+    run in a worker thread (the editor extension's requests). Outside ComfyUI there is no server: nothing happens."""
+    if not IN_COMFYUI:
+        return
+    import asyncio
+
+    from aiohttp import web
+    from server import PromptServer
+
+    if getattr(PromptServer, "instance", None) is None:  # ComfyUI's modules without its server (its unit tests)
+        return
+
+    async def respond(request):
+        status, payload = await asyncio.to_thread(handler, dict(request.rel_url.query))
+        return web.json_response(payload, status=status)
+
+    PromptServer.instance.routes.get(path)(respond)
+
+
 # --------------------------------------------------------------------------- devices
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import torch
 
@@ -172,6 +174,25 @@ class T2VSaveVideo:
             ui["animated"] = (True,)
         return {"ui": ui, "result": ()}
 
+
+def video_info(query: dict) -> tuple[int, dict]:
+    """`GET /t2v/video_info?video=NAME`: what the editor's T2VLoadVideo preview shows of an input video
+    (frames, fps, size, and the input-folder file to show: the video itself or a folder's first image)."""
+    try:
+        path = _input_video(query.get("video", ""))
+        try:
+            info = video_io.probe_video(path)
+        except video_io.VideoIOError as error:
+            raise _node_error(LOAD_NODE, _LOAD_INPUT_OF, error) from error
+    except NodeInputError as error:
+        return 400, {"error": str(error)}
+    kind = "folder" if path.is_dir() else "image" if path.suffix.lower() in video_io.PILLOW_EXTENSIONS else "video"
+    shown = os.path.relpath(info.first_image or path, os.path.realpath(bridge.input_directory()))
+    return 200, {"frames": info.frames, "fps": info.fps, "width": info.width, "height": info.height, "kind": kind,
+                 "preview": Path(shown).as_posix()}
+
+
+bridge.add_json_route("/t2v/video_info", video_info)
 
 NODE_CLASS_MAPPINGS = {LOAD_NODE: T2VLoadVideo, SAVE_NODE: T2VSaveVideo}
 NODE_DISPLAY_NAME_MAPPINGS = {LOAD_NODE: "Load Video (Text2Video)", SAVE_NODE: "Save Video (Text2Video)"}

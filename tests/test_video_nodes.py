@@ -12,7 +12,7 @@ from PIL import Image
 from comfyui_text2video import bridge, nodes
 from comfyui_text2video.media import video_io
 from comfyui_text2video.errors import NodeInputError
-from comfyui_text2video.nodes.video import T2VLoadVideo, T2VSaveVideo
+from comfyui_text2video.nodes.video import T2VLoadVideo, T2VSaveVideo, video_info
 
 from test_video_io import frame_indices, numbered_frames
 
@@ -256,3 +256,26 @@ def test_api_workflows_embed_the_prompt_but_no_empty_workflow():
     metadata = workflow_metadata({"1": {"class_type": "T2VSaveVideo", "inputs": {}}}, {"workflow": None})
     assert set(metadata) == {"prompt"}
     assert set(workflow_metadata(None, {"workflow": {"nodes": []}})) == {"workflow"}
+
+
+# --------------------------------------------------------------------------- the editor's clip preview
+
+
+@pytest.mark.parametrize("video_format, kind", [("mp4", "video"), ("webm", "video"), ("gif", "image"),
+                                                ("webp", "image"), ("png", "folder")])
+def test_video_info_tells_the_editor_frames_fps_size_and_what_to_show(folders, video_format, kind):
+    input_dir, output_dir = folders
+    save(numbered_frames(6, 24, 40), video_format, fps=12.0, prefix="clip")
+    name = "clip_00001" + ("" if video_format == "png" else f".{video_format}")
+    (output_dir / name).rename(input_dir / name)
+    status, info = video_info({"video": name})
+    assert status == 200
+    assert info | {"fps": round(info["fps"])} == {"frames": 6, "fps": 8 if kind == "folder" else 12, "width": 40,
+                                                  "height": 24, "kind": kind,
+                                                  "preview": f"{name}/frame_00000.png" if kind == "folder" else name}
+
+
+def test_video_info_refuses_what_the_node_refuses(folders):
+    status, info = video_info({"video": "../secret.mp4"})
+    assert status == 400 and "T2VLoadVideo: input 'video':" in info["error"] and "outside the input folder" in info["error"]
+    assert video_info({})[0] == 400
