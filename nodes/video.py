@@ -12,6 +12,7 @@ from .. import bridge
 from ..media import video_io
 from ..errors import NodeInputError
 from .common import MAX_RESOLUTION, StepProgress
+from .vae import IMAGES_OR_VIDEO
 
 LOAD_NODE = "T2VLoadVideo"
 SAVE_NODE = "T2VSaveVideo"
@@ -128,9 +129,11 @@ class T2VSaveVideo:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "images": ("IMAGE", {"tooltip": "The frames to save, in order."}),
+                "images": (IMAGES_OR_VIDEO, {"tooltip": "The frames to save, in order: IMAGE frames, or a core "
+                                                        "VIDEO (saved at its own frame rate)."}),
                 "fps": ("FLOAT", {"default": 8.0, "min": 0.01, "max": 1000.0, "step": 0.01,
-                                  "tooltip": "Frames per second (connect T2VLoadVideo's fps to keep a source's)."}),
+                                  "tooltip": "Frames per second of IMAGE frames (connect T2VLoadVideo's fps to keep "
+                                             "a source's); a VIDEO keeps its own."}),
                 "filename_prefix": ("STRING", {"default": "Text2Video/video",
                                                "tooltip": "File name inside the output folder; may start with "
                                                           "subfolders. A number is appended (_00001)."}),
@@ -159,6 +162,9 @@ class T2VSaveVideo:
         return True
 
     def save(self, images, fps, filename_prefix, format, quality=85, prompt=None, extra_pnginfo=None):
+        video = bridge.video_components(images)
+        if video is not None:
+            images, fps = video
         metadata = workflow_metadata(prompt, extra_pnginfo) if bridge.metadata_enabled() else {}
         try:
             with StepProgress(SAVE_NODE) as progress:

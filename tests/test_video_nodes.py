@@ -279,3 +279,34 @@ def test_video_info_refuses_what_the_node_refuses(folders):
     status, info = video_info({"video": "../secret.mp4"})
     assert status == 400 and "T2VLoadVideo: input 'video':" in info["error"] and "outside the input folder" in info["error"]
     assert video_info({})[0] == 400
+
+
+# --------------------------------------------------------------------------- core VIDEO
+
+
+class CoreVideo:
+    """Stands in for ComfyUI's VIDEO (comfy_api VideoInput): what `get_components()` returns."""
+
+    def __init__(self, images, frame_rate):
+        self.images, self.frame_rate = images, frame_rate
+
+    def get_components(self):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(images=self.images, audio=None, frame_rate=self.frame_rate)
+
+
+def test_a_core_video_saves_at_its_own_frame_rate(folders):
+    from fractions import Fraction
+
+    _, output_dir = folders
+    frames = numbered_frames(5)
+    result = save(CoreVideo(frames, Fraction(25, 2)), "webm", fps=8.0)
+    assert result["ui"]["t2v_video"] == [{"format": "webm", "frames": 5, "width": 40, "height": 24, "fps": 12.5}]
+    loaded = video_io.read_frames(output_dir / "Text2Video" / "video_00001.webm")
+    assert loaded.fps == 12.5 and loaded.frames.shape[0] == 5
+
+
+def test_frame_inputs_take_a_core_video_or_image_frames():
+    for node in (nodes.NODE_CLASS_MAPPINGS["T2VVideoToVideo"], nodes.NODE_CLASS_MAPPINGS["T2VVAEEncode"], T2VSaveVideo):
+        assert node.INPUT_TYPES()["required"]["images"][0] == "IMAGE,VIDEO"

@@ -63,8 +63,18 @@ def artifacts() -> Path:
 
 @pytest.fixture(scope="session")
 def comfy() -> ComfyServer:
-    """A ComfyUI server with the pack copied into custom_nodes under a user-like folder name."""
+    """A ComfyUI server with the pack copied into custom_nodes under a user-like folder name.
+
+    `T2V_COMFY_PORT` + `T2V_COMFY_BASE` (its --base-directory) use a server already running instead (while
+    working on these tests: a start costs minutes on a busy machine).
+    """
     comfyui_dir, python = comfyui_paths()
+    if os.environ.get("T2V_COMFY_PORT"):
+        server = ComfyServer(comfyui_dir, python, Path(os.environ["T2V_COMFY_BASE"]))
+        server.port = int(os.environ["T2V_COMFY_PORT"])
+        server.post("/settings/Comfy.TutorialCompleted", True)
+        yield server
+        return
     base = Path(tempfile.mkdtemp(prefix="t2v-browser-"))
     install_pack(base / "custom_nodes")
     for folder in ("input", "output"):

@@ -181,8 +181,10 @@ class Editor:
         time.sleep(0.3)
         return json.loads(path.read_text())
 
-    def add_node_by_search(self, query: str, display_name: str) -> int:
-        """Double-click the empty canvas, type `query`, pick `display_name`; the new node's id."""
+    def add_node_by_search(self, query: str, display_name: str, position=(60, 80)) -> int:
+        """Double-click the empty canvas, type `query`, pick `display_name`; the new node's id.
+
+        The node is then moved to `position` (graph coordinates), away from where the next double-click goes."""
         before = set(self.evaluate("() => app.graph.nodes.map((n) => n.id)"))
         box = self.page.locator("#graph-canvas").bounding_box()
         self.page.mouse.dblclick(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.75)
@@ -192,24 +194,18 @@ class Editor:
         option.click()
         self.page.wait_for_function("(count) => app.graph.nodes.length > count", arg=len(before), timeout=10_000)
         [added] = set(self.evaluate("() => app.graph.nodes.map((n) => n.id)")) - before
+        self.evaluate("([id, position]) => { app.graph.getNodeById(id).pos = position; app.graph.setDirtyCanvas(true, true); }",
+                      [added, list(position)])
         return added
 
-    def widget_point(self, node_id: int, name: str) -> tuple[float, float]:
-        """Where a widget of a node is on the screen (its middle)."""
-        return tuple(self.evaluate("""([id, name]) => {
-          const node = app.graph.getNodeById(id);
-          const widget = node.widgets.find((w) => w.name === name);
-          const box = app.canvas.canvas.getBoundingClientRect();
-          const [x, y] = app.canvas.ds.convertOffsetToCanvas(
-            [node.pos[0] + node.size[0] / 2, node.pos[1] + (widget.y ?? widget.last_y) + 10]);
-          return [box.x + x / (window.devicePixelRatio || 1), box.y + y / (window.devicePixelRatio || 1)];
-        }""", [node_id, name]))
-
     def upload_with_button(self, node_id: int, path: Path) -> str:
-        """Press the node's upload button and pick `path` in the file dialog; the dialog's `accept` list."""
-        x, y = self.widget_point(node_id, "upload")
-        with self.page.expect_file_chooser() as chooser:
-            self.page.mouse.click(x, y)
+        """Press the node's upload button and pick `path` in its file dialog; the dialog's `accept` list.
+
+        (The button is pressed through its callback: a mouse click on the canvas does not always count as the user
+        gesture Chromium wants before it opens a file dialog.)"""
+        with self.page.expect_file_chooser() as chooser:  # the button's own action: its file dialog
+            self.evaluate("(id) => app.graph.getNodeById(id).widgets.find((w) => w.name === 'upload').callback()",
+                          node_id)
         accept = chooser.value.element.get_attribute("accept")
         chooser.value.set_files(str(path))
         return accept

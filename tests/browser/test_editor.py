@@ -53,11 +53,10 @@ def saved_files(history_entry: dict, node_id) -> list[dict]:
 def load_to_save_graph(editor) -> tuple[int, int]:
     """T2VLoadVideo -> T2VSaveVideo (images and fps), both added through the node search."""
     editor.evaluate("() => app.graph.clear()")
-    load = editor.add_node_by_search("Load Video Text2Video", "Load Video (Text2Video)")
-    save = editor.add_node_by_search("Save Video Text2Video", "Save Video (Text2Video)")
+    load = editor.add_node_by_search("Load Video Text2Video", "Load Video (Text2Video)", (60, 80))
+    save = editor.add_node_by_search("Save Video Text2Video", "Save Video (Text2Video)", (420, 80))
     editor.evaluate("""([load, save]) => {
       const source = app.graph.getNodeById(load), target = app.graph.getNodeById(save);
-      source.pos = [60, 80]; target.pos = [520, 80];
       source.connect(0, target, 0); source.connect(1, target, 1);
     }""", [load, save])
     return load, save
@@ -70,7 +69,7 @@ def test_editor_loads_the_pack_and_finds_its_nodes_in_search(editor):
     registered = editor.evaluate("() => Object.keys(LiteGraph.registered_node_types).filter((t) => t.startsWith('T2V'))")
     assert {"T2VModelLoader", "T2VSampler", "T2VLoadVideo", "T2VSaveVideo"} <= set(registered)
     editor.evaluate("() => app.graph.clear()")
-    added = editor.add_node_by_search("Text2Video sampler", "Sampler (Text2Video)")
+    added = editor.add_node_by_search("Text2Video sampler", "Text2Video Sampler")
     assert editor.evaluate("(id) => app.graph.getNodeById(id).type", added) == "T2VSampler"
 
 
