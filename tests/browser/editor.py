@@ -38,7 +38,7 @@ _NODE_PREVIEW = """(id) => {
   return {
     previewWidgets: previews.map((w) => w.name),
     tag: media ? media.tagName.toLowerCase() : null,
-    src: media ? media.currentSrc || media.src : null,
+    src: media ? decodeURIComponent((media.currentSrc || media.src).replace(/\+/g, ' ')) : null,
     loaded: media ? (media.tagName === 'VIDEO' ? media.readyState >= 2 && media.videoWidth > 0
                                                : media.complete && media.naturalWidth > 0) : false,
     mediaSize: media ? [media.videoWidth || media.naturalWidth, media.videoHeight || media.naturalHeight] : null,
@@ -198,8 +198,9 @@ class Editor:
                       [added, list(position)])
         return added
 
-    def upload_with_button(self, node_id: int, path: Path) -> str:
-        """Press the node's upload button and pick `path` in its file dialog; the dialog's `accept` list.
+    def upload_with_button(self, node_id: int, path: Path) -> tuple[str, str]:
+        """Press the node's upload button and pick `path` in its file dialog; the dialog's `accept` list and the
+        name the server gave the file (`clip (1).mp4` if another `clip.mp4` was there), once the node selects it.
 
         (The button is pressed through its callback: a mouse click on the canvas does not always count as the user
         gesture Chromium wants before it opens a file dialog.)"""
@@ -207,5 +208,10 @@ class Editor:
             self.evaluate("(id) => app.graph.getNodeById(id).widgets.find((w) => w.name === 'upload').callback()",
                           node_id)
         accept = chooser.value.element.get_attribute("accept")
+        before = self.widget_value(node_id, "video")
         chooser.value.set_files(str(path))
-        return accept
+        self.page.wait_for_function("""([id, before, stem]) => {
+          const value = app.graph.getNodeById(id).widgets.find((w) => w.name === 'video').value;
+          return value !== before && value.startsWith(stem);
+        }""", arg=[node_id, before, path.stem], timeout=30_000)
+        return accept, self.widget_value(node_id, "video")

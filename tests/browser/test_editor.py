@@ -94,8 +94,8 @@ def test_each_example_loads_by_drop_runs_and_its_video_restores_it(editor, comfy
 
 def test_save_node_shows_every_format_also_after_switching_and_each_file_restores_the_workflow(editor, comfy, clips):
     load, save = load_to_save_graph(editor)
-    editor.upload_with_button(load, clips["mp4"])
-    editor.wait_for_preview(load, "clip.mp4")
+    _accept, name = editor.upload_with_button(load, clips["mp4"])
+    editor.wait_for_preview(load, name)
     editor.set_widget(load, "select_every_nth", 2)  # 12 frames at 6 fps
     workflow = editor.graph()
     heights = {}
@@ -145,9 +145,9 @@ def test_a_png_strip_scrubs_through_the_frames(editor, comfy, clips):
                                                    ("webp", "img")])
 def test_upload_previews_the_clip_and_what_the_selection_keeps(editor, clips, video_format, element):
     load, _save = load_to_save_graph(editor)
-    accept = editor.upload_with_button(load, clips[video_format])
+    accept, name = editor.upload_with_button(load, clips[video_format])
     assert all(kind in accept for kind in ("video/*", "image/gif", "image/webp", ".mov", ".mkv"))
-    state = editor.wait_for_preview(load, f"clip.{video_format}")
+    state = editor.wait_for_preview(load, name)
     assert state["tag"] == element and state["mediaSize"] == [64, 48]
     assert state["caption"].startswith("keeps 24 of 24 frames (1-24) · 12 fps · 64x48")
     for name, value in (("skip_first", 2), ("select_every_nth", 3), ("frame_limit", 5), ("width", 32)):
@@ -160,14 +160,14 @@ def test_upload_previews_the_clip_and_what_the_selection_keeps(editor, clips, vi
 
 def test_an_editor_saved_load_video_workflow_runs_headless_with_the_same_frames(editor, comfy, clips, tmp_path):
     load, save = load_to_save_graph(editor)
-    editor.upload_with_button(load, clips["webp"])
+    _accept, uploaded = editor.upload_with_button(load, clips["webp"])
     for name, value in (("skip_first", 1), ("select_every_nth", 2), ("frame_limit", 6), ("width", 40),
                         ("height", 32)):
         editor.set_widget(load, name, value)
     editor.set_widget(save, "format", "png")
     saved = editor.save_workflow("load-video-headless")
     [load_node] = [node for node in saved["nodes"] if node["type"] == "T2VLoadVideo"]
-    assert load_node["widgets_values"] == ["clip.webp", 6, 1, 2, 40, 32, "image"]
+    assert load_node["widgets_values"] == [uploaded, 6, 1, 2, 40, 32, "image"]
     entry = editor.run()
     in_editor = sorted(output_path(comfy, file) for file in saved_files(entry, save))
     workflow = tmp_path / "saved.json"
