@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup demo test test-integration test-browser benchmark clean
+.PHONY: setup demo test test-batch test-integration test-browser benchmark clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(PY) -m pytest -q tests
+
+# The batch tests, with the two-"machine" accelerate launch on this host that `make test` skips (about a minute more).
+test-batch: $(INSTALLED)
+	T2V_TEST_MULTINODE=1 $(PY) -m pytest -q tests/test_batch.py
 
 # A real ComfyUI server with the pack installed: needs a ComfyUI checkout and its interpreter (with the pack's
 # requirements.txt installed): COMFYUI_DIR=... COMFYUI_PYTHON=... make test-integration

@@ -279,6 +279,68 @@ def host_owns_models() -> bool:
     return IN_COMFYUI
 
 
+# --------------------------------------------------------------------------- core models (ComfyUI's MODEL)
+
+CORE_SAMPLERS_OUTSIDE_COMFYUI = ["euler", "ddim", "dpmpp_2m", "uni_pc"]
+CORE_SCHEDULERS_OUTSIDE_COMFYUI = ["normal", "karras", "simple"]
+
+
+def _class_names(obj) -> set[str]:
+    return {cls.__name__ for cls in type(obj).__mro__}
+
+
+def core_model_problem(model) -> str | None:
+    """Why `model` is not a core `MODEL` with a Stable Diffusion UNet in sigma (eps/v) space, or None.
+
+    Read by class names, so it needs no ComfyUI import: `UNetModel` is ComfyUI's SD 1.x/2.x/SDXL UNet, and
+    the `EPS` family (eps, v-prediction) puts noisy latents at `x0 + sigma * noise`.
+    """
+    if not all(hasattr(model, name) for name in ("clone", "set_model_attn1_patch", "get_model_object")):
+        return (f"expected a core MODEL (from CheckpointLoaderSimple, UNETLoader, a LoRA loader...), got "
+                f"{type(model).__name__}; the pack's own T2V_MODEL takes T2VCrossFrameAttention instead")
+    unet = model.get_model_object("diffusion_model")
+    if "UNetModel" not in _class_names(unet):
+        return (f"its diffusion model is a {type(unet).__name__}; Text2Video-Zero needs a Stable Diffusion "
+                "1.x/2.x/SDXL UNet")
+    if "EPS" not in _class_names(model.get_model_object("model_sampling")):
+        return "its sampling is not eps or v-prediction (a flow model?); Text2Video-Zero needs an SD-style model"
+    return None
+
+
+def core_model_with_attn1_patch(model, patch):
+    """A clone of the core `ModelPatcher` with `patch` added to every transformer block's self-attention.
+
+    The clone deep-copies the model options, so the input model (and every other branch using it) never
+    sees the patch; LoRAs and other patches on either side of the clone carry over as usual.
+    """
+    patched = model.clone()
+    patched.set_model_attn1_patch(patch)
+    return patched
+
+
+def core_sampler_choices() -> tuple[list[str], list[str]]:
+    """Core KSampler's `sampler_name` and `scheduler` choices (outside ComfyUI, where no MODEL exists, a few)."""
+    if IN_COMFYUI:
+        from comfy.samplers import KSampler
+
+        return list(KSampler.SAMPLERS), list(KSampler.SCHEDULERS)
+    return list(CORE_SAMPLERS_OUTSIDE_COMFYUI), list(CORE_SCHEDULERS_OUTSIDE_COMFYUI)
+
+
+def core_sigmas(model, steps: int, sampler_name: str, scheduler: str) -> torch.Tensor:
+    """The sigmas core KSampler and KSamplerAdvanced step through for these settings (on the CPU)."""
+    if not IN_COMFYUI:
+        raise RuntimeError("core MODELs and their sigmas exist only inside ComfyUI")
+    from comfy.samplers import KSampler
+
+    return KSampler(model, steps, "cpu", sampler_name, scheduler, denoise=1.0).sigmas.cpu()
+
+
+def core_latent_format(model):
+    """The model's latent format: `process_in` (LATENT -> model space) and `process_out` (back)."""
+    return model.get_model_object("latent_format")
+
+
 # --------------------------------------------------------------------------- progress and interrupts
 
 

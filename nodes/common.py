@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Callable
+
 import torch
 
 from .. import bridge
@@ -11,6 +14,43 @@ from ..models.handles import ModelHandle
 MAX_RESOLUTION = 8192
 MAX_FRAMES = 4096
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
+
+def check_widget_values(node_class: type, **values) -> None:
+    """Refuse widget values outside their declared range or choices, and numbers that are not finite.
+
+    ComfyUI's own check lets NaN through (`NaN < min` is false) and skips the inputs a node's VALIDATE_INPUTS
+    names, so nodes name their FLOAT inputs there and call this (and again when they run, for linked values).
+    The headless runner calls the same VALIDATE_INPUTS. A value of None is a linked input, known only at run time.
+    """
+    declared = node_class.INPUT_TYPES()
+    entries = {**declared.get("required", {}), **declared.get("optional", {})}
+    for name, value in values.items():
+        if value is None:
+            continue
+        kind, options = entries[name][0], (entries[name][1] if len(entries[name]) > 1 else {})
+        if isinstance(kind, (list, tuple)):
+            if value not in kind:
+                raise NodeInputError(node_class.__name__, name, f"{value!r} is not one of {', '.join(map(str, kind))}")
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue  # not a number at all: the type check before this one reports it
+        low, high = options.get("min", -math.inf), options.get("max", math.inf)
+        if not math.isfinite(value):
+            raise NodeInputError(node_class.__name__, name, f"{value} is not a usable number; give a value in "
+                                                            f"{low:g}..{high:g}")
+        if not low <= value <= high:
+            raise NodeInputError(node_class.__name__, name, f"{value:g} is outside {low:g}..{high:g}; give a value "
+                                                            "in that range")
+
+
+def validation_verdict(check: Callable[[], None]) -> bool | str:
+    """What VALIDATE_INPUTS returns: True, or the message of the NodeInputError that `check` raised."""
+    try:
+        check()
+    except NodeInputError as error:
+        return str(error)
+    return True
 
 
 def video_latents(node: str, input_name: str, latent: dict, device: torch.device) -> torch.Tensor:
@@ -36,12 +76,15 @@ def check_conditioning(node: str, input_name: str, conditioning, model: ModelHan
     """Refuse empty conditioning and conditioning of the wrong width, naming both widths."""
     if not conditioning:
         raise NodeInputError(node, input_name, "the conditioning is empty; connect a T2VTextEncode output")
-    for embeds, _meta in conditioning:
+    for embeds, meta in conditioning:
         if embeds.shape[-1] != model.cross_attention_dim:
             raise NodeInputError(
                 node, input_name,
                 f"the conditioning is {embeds.shape[-1]} wide but the model '{model.name}' expects "
                 f"{model.cross_attention_dim}; encode the text with the T2V_CLIP loaded with this model")
+        problem = model.family.conditioning_problem(meta)
+        if problem:
+            raise NodeInputError(node, input_name, problem)
 
 
 def conditioning_on(conditioning, device: torch.device) -> list:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from ..errors import NodeInputError
 from ..samplers.schedulers import SAMPLER_NAMES, SAMPLERS, SCHEDULER_NAMES, karras_problem
 from ..samplers.text2video import RESUME_KEY, SamplingPlan, sample_model, seeded_generator
-from .common import MAX_SEED, StepProgress, check_latent_channels, guidance_conditioning, video_latents
+from .common import (MAX_SEED, StepProgress, check_latent_channels, check_widget_values, guidance_conditioning,
+                     validation_verdict, video_latents)
 
 NODE = "T2VSampler"
 MAX_STEPS = 10000
@@ -82,8 +83,13 @@ class T2VSampler:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, cfg=None, denoise=None, eta=None):
+        return validation_verdict(lambda: check_widget_values(cls, cfg=cfg, denoise=denoise, eta=eta))
+
     def sample(self, model, positive, negative, latent, seed, steps, cfg, sampler_name, scheduler, denoise,
                eta=0.0, start_step=0, end_step=MAX_STEPS, add_noise=True, return_with_leftover_noise=False):
+        check_widget_values(T2VSampler, cfg=cfg, denoise=denoise, eta=eta)
         plan = SamplingPlan(sampler_name, scheduler, steps, denoise, start_step, end_step, add_noise,
                             return_with_leftover_noise, eta)
         check_sampler_choice(NODE, sampler_name, scheduler,

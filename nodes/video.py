@@ -11,7 +11,7 @@ import torch
 from .. import bridge
 from ..media import video_io
 from ..errors import NodeInputError
-from .common import MAX_RESOLUTION, StepProgress
+from .common import MAX_RESOLUTION, StepProgress, check_widget_values, validation_verdict
 from .vae import IMAGES_OR_VIDEO
 
 LOAD_NODE = "T2VLoadVideo"
@@ -116,6 +116,15 @@ def workflow_metadata(prompt, extra_pnginfo) -> dict[str, str]:
     return metadata
 
 
+def _check_save_inputs(fps, filename_prefix) -> None:
+    check_widget_values(T2VSaveVideo, fps=fps)
+    if filename_prefix is not None:
+        try:
+            video_io.check_output_prefix(bridge.output_directory(), filename_prefix)
+        except video_io.VideoIOError as error:
+            raise _node_error(SAVE_NODE, _SAVE_INPUT_OF, error) from error
+
+
 class T2VSaveVideo:
     DESCRIPTION = ("Saves frames as a video (mp4, webm, gif, webp) or a folder of lossless numbered PNGs in the "
                    "output folder, with the workflow embedded (except gif). Never overwrites: each save gets the "
@@ -152,16 +161,13 @@ class T2VSaveVideo:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, filename_prefix=None):
-        """Refuse a prefix that leaves the output folder before the workflow runs (None: it comes from a link)."""
-        if filename_prefix is not None:
-            try:
-                video_io.split_prefix(filename_prefix)
-            except video_io.VideoIOError as error:
-                return str(_node_error(SAVE_NODE, _SAVE_INPUT_OF, error))
-        return True
+    def VALIDATE_INPUTS(cls, fps=None, filename_prefix=None):
+        """Refuse what would fail only after the whole run: a prefix that cannot be saved (see
+        `video_io.check_output_prefix`) or an fps that is no number (None: it comes from a link)."""
+        return validation_verdict(lambda: _check_save_inputs(fps, filename_prefix))
 
     def save(self, images, fps, filename_prefix, format, quality=85, prompt=None, extra_pnginfo=None):
+        check_widget_values(T2VSaveVideo, fps=fps)
         video = bridge.video_components(images)
         if video is not None:
             images, fps = video

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from ..errors import NodeInputError
 from ..samplers.text2video import SamplingPlan, seeded_generator
 from ..samplers.video2video import nearest_multiple, resize_frames, video_to_video
-from .common import MAX_RESOLUTION, StepProgress, guidance_conditioning
+from .common import MAX_RESOLUTION, StepProgress, check_widget_values, guidance_conditioning, validation_verdict
 from .sampling import check_sampler_choice, sampler_inputs
 from .vae import FRAMES_PER_BATCH, IMAGES_OR_VIDEO, input_frames
 
@@ -62,10 +61,13 @@ class T2VVideoToVideo:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, cfg=None, strength=None):
+        return validation_verdict(lambda: check_widget_values(cls, cfg=cfg, strength=strength))
+
     def refine(self, model, positive, negative, vae, images, seed, steps, cfg, sampler_name, scheduler, strength,
                width=0, height=0, frames_per_batch=8):
-        if not 0.0 <= strength <= 1.0:
-            raise NodeInputError(NODE, "strength", f"{strength} is outside 0..1")
+        check_widget_values(T2VVideoToVideo, cfg=cfg, strength=strength)
         plan = SamplingPlan(sampler_name, scheduler, steps, denoise=strength, noise_input_at_start=True)
         check_sampler_choice(NODE, sampler_name, scheduler, partial=plan.first_step > 0)
         images, _fps = input_frames(NODE, "images", images)

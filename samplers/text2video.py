@@ -152,12 +152,14 @@ def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: S
 def sample_model(model, positive, negative, cfg: float, latents: torch.Tensor, plan: SamplingPlan,
                  generator: torch.Generator, resume: SamplerState | None = None,
                  callback: ProgressCallback | None = None) -> tuple[torch.Tensor, SamplerState | None]:
-    """`sample` with a `ModelHandle`'s UNet, guidance and patches (installed for this call only), on raw latents.
+    """`sample` with a `ModelHandle`'s UNet, its family's guidance and its patches (installed for this call only),
+    on raw latents.
 
     The input is scaled into the UNet's latent space and the result scaled back; with no step to run the
     input comes back as it is.
     """
-    predictor = GuidedNoisePredictor(model.unet, model.kind, positive, negative, cfg, model.dtype)
+    guidance = model.guidance(positive, negative, cfg, tuple(latents.shape))
+    predictor = GuidedNoisePredictor(model.unet, model.family.video_unet, guidance, model.dtype)
     scaled = model_space(latents, model.latent_scale, resume)
     with model.patched(frames_per_group=latents.shape[2]), torch.no_grad():
         out, state = sample(predictor, model.scheduler_config, scaled, plan, generator, resume, callback)

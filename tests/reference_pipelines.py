@@ -1,15 +1,41 @@
-"""The diffusers reference pipelines, built on the same modules as the pack's handles."""
+"""The diffusers reference pipelines, built on the same modules as the pack's handles.
+
+Their schedulers are built here from diffusers' classes and documented config keys (diffusers'
+"scheduler features" table: DPM++ 2M = DPMSolverMultistepScheduler with algorithm_type "dpmsolver++",
+its SDE variant "sde-dpmsolver++", Karras = `use_karras_sigmas=True`), never through the pack's
+`build_scheduler`: a mistake in the pack's mapping must not be copied into the reference.
+"""
 
 from __future__ import annotations
 
+import diffusers
 import torch
 
-from comfyui_text2video.samplers.schedulers import build_scheduler
+REFERENCE_SCHEDULERS = {
+    "ddim": ("DDIMScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+}
 
 
-def _pipeline(pipeline_class, model, clip, vae, sampler_name, scheduler):
+def reference_scheduler(sampler_name: str, scheduler: str, config: dict):
+    """A fresh diffusers scheduler for `sampler_name` x `scheduler`, built without the pack's code."""
+    class_name, keys = REFERENCE_SCHEDULERS[sampler_name]
+    if scheduler == "karras":
+        keys = {**keys, "use_karras_sigmas": True}
+    return getattr(diffusers, class_name).from_config(config, **keys)
+
+
+def _pipeline(pipeline_class, model, clip, vae, sampler_name, scheduler, **extra):
     pipe = pipeline_class(vae=vae.vae, text_encoder=clip.text_encoder, tokenizer=clip.tokenizer, unet=model.unet,
-                          scheduler=build_scheduler(sampler_name, scheduler, model.scheduler_config))
+                          scheduler=reference_scheduler(sampler_name, scheduler, model.scheduler_config), **extra)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -24,6 +50,13 @@ def video2video_pipeline(model, clip, vae, sampler_name="ddim", scheduler="norma
     from diffusers import VideoToVideoSDPipeline
 
     return _pipeline(VideoToVideoSDPipeline, model, clip, vae, sampler_name, scheduler)
+
+
+def zero_pipeline(model, clip, vae, sampler_name="ddim", scheduler="normal"):
+    from diffusers import TextToVideoZeroPipeline
+
+    return _pipeline(TextToVideoZeroPipeline, model, clip, vae, sampler_name, scheduler, safety_checker=None,
+                     feature_extractor=None, requires_safety_checker=False)
 
 
 def frames_of(video: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,11 @@ CONTRACT = {
     "T2VLoadVideo": (["video", "frame_limit", "skip_first", "select_every_nth"], ["width", "height"],
                      ("IMAGE", "FLOAT", "INT")),
     "T2VSaveVideo": (["images", "fps", "filename_prefix", "format"], ["quality"], ()),
+    "T2VCrossFrameAttentionModel": (["model"], [], ("MODEL",)),
+    "T2VZeroSchedule": (["model", "steps", "sampler_name", "scheduler", "t0", "t1"], [],
+                        ("T2V_ZERO_SCHEDULE", "INT", "INT", "INT")),
+    "T2VZeroMotionLatent": (["schedule", "latent_t1", "latent_t0", "seed", "frames", "motion_x", "motion_y"], [],
+                            ("LATENT",)),
 }
 
 

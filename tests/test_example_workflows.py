@@ -12,7 +12,9 @@ from comfyui_text2video.headless.runner import run_workflow
 from comfyui_text2video.headless.workflow import prepare_workflow
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_workflows"
-NAMES = sorted(path.stem for path in EXAMPLES.glob("*.json"))
+NEED_COMFYUI = {"text2video_zero_checkpoint", "text2video_zero_controlnet", "video_instruct_pix2pix_checkpoint"}
+"""Examples on ComfyUI's own models and nodes: the integration tests render them in a real ComfyUI."""
+NAMES = sorted(path.stem for path in EXAMPLES.glob("*.json") if path.stem not in NEED_COMFYUI)
 
 # Cheap settings for the tiny models, and what the written video must then look like (frames, width, height).
 SMALL = {
@@ -31,7 +33,7 @@ def load(name: str, api: bool = False) -> dict:
 
 def test_every_example_has_an_api_twin_and_small_settings():
     assert NAMES == sorted(SMALL)
-    assert sorted(path.stem for path in (EXAMPLES / "api").glob("*.json")) == NAMES
+    assert sorted(path.stem for path in (EXAMPLES / "api").glob("*.json")) == sorted([*NAMES, *NEED_COMFYUI])
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -59,7 +59,7 @@ def test_a_name_in_both_folders_loads_from_text2video_with_a_warning(models_dir,
 def test_a_folder_model_loads_like_the_builtin(models_dir, builtin_folder, tiny_t2v):
     install(builtin_folder, models_dir, "diffusers/copy")
     model, clip, vae = load_model("copy", "float32")
-    assert model.kind == "unet3d" and model.cross_attention_dim == 32
+    assert model.family.name == "text2video_3d" and model.cross_attention_dim == 32
     for ours, builtin in ((model.unet, tiny_t2v[0].unet), (vae.vae, tiny_t2v[2].vae)):
         assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), builtin.state_dict().values()))
 
@@ -69,7 +69,7 @@ def test_a_model_folder_linked_in_from_elsewhere_is_listed_and_loads(models_dir,
     (models_dir / "text2video").mkdir(parents=True)
     (models_dir / "text2video" / "linked").symlink_to(shared, target_is_directory=True)
     assert "linked" in available_models()
-    assert load_model("linked", "float32")[0].kind == "unet3d"
+    assert load_model("linked", "float32")[0].family.name == "text2video_3d"
 
 
 def test_loaded_models_are_reused(models_dir, builtin_folder):

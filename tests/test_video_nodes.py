@@ -258,6 +258,39 @@ def test_api_workflows_embed_the_prompt_but_no_empty_workflow():
     assert set(workflow_metadata(None, {"workflow": {"nodes": []}})) == {"workflow"}
 
 
+class EncoderFailure(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("video_format", ["mp4", "webm", "gif", "webp", "png"])
+def test_a_save_failing_while_encoding_never_shows_a_video_under_its_name(folders, monkeypatch, video_format):
+    """Until a save is complete its final name is only an empty placeholder: a crash while encoding (a killed process,
+    a power cut) cannot leave a truncated video there, and after a failure nothing is left at all."""
+    _, output_dir = folders
+    final = output_dir / "Text2Video" / ("video_00001" + ("" if video_format == "png" else f".{video_format}"))
+    under_final_name = []
+
+    def look():
+        if final.is_dir():
+            under_final_name.append(sorted(path.name for path in final.iterdir()))
+        elif final.exists():
+            under_final_name.append(final.stat().st_size)
+
+    def write_then_fail(*args, **kwargs):
+        write_video(*args, **kwargs)  # every frame encoded and written out
+        look()
+        raise EncoderFailure("the encoder crashed while finishing the file")
+
+    write_video = video_io.write_video
+    monkeypatch.setattr(video_io, "write_video", write_then_fail)
+    monkeypatch.setattr(bridge, "check_interrupt", look)  # between frames
+    with pytest.raises(EncoderFailure):
+        save(numbered_frames(6), video_format)
+    assert under_final_name and set(map(str, under_final_name)) == {"[]" if video_format == "png" else "0"}
+    assert [path for path in output_dir.rglob("*") if path.is_file()] == []
+    assert not final.exists()
+
+
 # --------------------------------------------------------------------------- the editor's clip preview
 
 
