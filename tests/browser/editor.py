@@ -14,7 +14,7 @@ from pathlib import Path
 
 PACK_MARKERS = ("ComfyUI-Text2Video", "Text2Video", "t2v")
 """Console messages or sources that name one of these are the pack's."""
-RUN_TIMEOUT = 300.0
+RUN_TIMEOUT = 900.0  # a busy CPU-only machine takes minutes for an example
 LOAD_TIMEOUT = 180_000  # ms
 MIME_TYPES = {".json": "application/json", ".mp4": "video/mp4", ".webm": "video/webm", ".webp": "image/webp",
               ".png": "image/png", ".gif": "image/gif", ".mkv": "video/x-matroska", ".mov": "video/quicktime"}
@@ -150,15 +150,14 @@ class Editor:
 
     def run(self, timeout: float = RUN_TIMEOUT) -> dict:
         """Click Run and wait until the prompt finished; its `/history` entry."""
-        before = set(self.server.get("/history"))
-        self.page.get_by_role("button", name="Run", exact=True).first.click()
+        with self.page.expect_response(lambda response: response.url.endswith("/prompt")
+                                       and response.request.method == "POST") as queued:
+            self.page.get_by_role("button", name="Run", exact=True).first.click()
+        prompt_id = queued.value.json()["prompt_id"]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            history = self.server.get("/history")
-            new = [entry for prompt_id, entry in history.items() if prompt_id not in before]
-            if new and new[0].get("status", {}).get("completed") is not None and (
-                    new[0]["status"].get("status_str") in ("success", "error")):
-                entry = new[0]
+            entry = self.server.get(f"/history/{prompt_id}").get(prompt_id)
+            if entry and entry.get("status", {}).get("status_str") in ("success", "error"):
                 assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-3000:]
                 return entry
             time.sleep(0.3)
@@ -208,10 +207,11 @@ class Editor:
             self.evaluate("(id) => app.graph.getNodeById(id).widgets.find((w) => w.name === 'upload').callback()",
                           node_id)
         accept = chooser.value.element.get_attribute("accept")
-        before = self.widget_value(node_id, "video")
-        chooser.value.set_files(str(path))
-        self.page.wait_for_function("""([id, before, stem]) => {
-          const value = app.graph.getNodeById(id).widgets.find((w) => w.name === 'video').value;
-          return value !== before && value.startsWith(stem);
-        }""", arg=[node_id, before, path.stem], timeout=30_000)
+        with self.page.expect_response(lambda response: response.url.endswith("/upload/image")) as uploaded:
+            chooser.value.set_files(str(path))
+        saved = uploaded.value.json()
+        name = f"{saved['subfolder']}/{saved['name']}" if saved.get("subfolder") else saved["name"]
+        self.page.wait_for_function(
+            "([id, name]) => app.graph.getNodeById(id).widgets.find((w) => w.name === 'video').value === name",
+            arg=[node_id, name], timeout=30_000)
         return accept, self.widget_value(node_id, "video")
