@@ -16,6 +16,8 @@ import json
 import re
 from typing import Any, Iterable, Mapping
 
+from ..errors import NodeInputError
+
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 SEED_WIDGET_NAMES = frozenset({"seed", "noise_seed"})
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
@@ -907,4 +909,5 @@ class _Validator:
         if verdict is True:
             return []
         message = "rejected by the node's own validation" if verdict is False else str(verdict)
-        return [Problem("custom_validation_failed", message, node_id, spec.class_type)]
+        input_name, message = NodeInputError.parts(message, spec.class_type) or (None, message)
+        return [Problem("custom_validation_failed", message, node_id, spec.class_type, input_name)]
