@@ -353,7 +353,8 @@ def ui_structure_problems(data: Mapping) -> list[Problem]:
             slots = node.get(key)
             if slots is not None and not (isinstance(slots, list) and all(isinstance(s, Mapping) for s in slots)):
                 fault(f"'{key}' is {_json_kind(slots)}; it must be a list of slot objects")
-        for slot in node.get("inputs") or []:
+        slots = node.get("inputs")
+        for slot in slots if isinstance(slots, list) else []:
             if not isinstance(slot, Mapping):
                 break
             widget = slot.get("widget")

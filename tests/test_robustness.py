@@ -74,6 +74,7 @@ def test_1_api_node_whose_inputs_is_a_list_is_invalid(tmp_path):
 
 @pytest.mark.parametrize("field, value, message", [
     ("inputs", "abc", "node 2 (T2VTextEncode): 'inputs' is a string; it must be a list of slot objects"),
+    ("inputs", 7, "node 2 (T2VTextEncode): 'inputs' is a number; it must be a list of slot objects"),
     ("outputs", 7, "node 2 (T2VTextEncode): 'outputs' is a number"),
     ("widgets_values", "a fox", "node 2 (T2VTextEncode): 'widgets_values' is a string"),
 ])
