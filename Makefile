@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup demo test test-batch test-integration benchmark mutation clean
+.PHONY: setup demo test test-batch test-integration test-browser benchmark mutation clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ test-integration: $(INSTALLED)
 	@test -n "$(COMFYUI_DIR)" -a -n "$(COMFYUI_PYTHON)" || \
 		{ echo "make test-integration: set COMFYUI_DIR and COMFYUI_PYTHON" >&2; exit 2; }
 	$(PY) -m pytest -q tests/integration
+
+# The editor in headless Chromium on a real ComfyUI (same two variables; needs a `chromium` executable).
+test-browser: $(INSTALLED)
+	@test -n "$(COMFYUI_DIR)" -a -n "$(COMFYUI_PYTHON)" || \
+		{ echo "make test-browser: set COMFYUI_DIR and COMFYUI_PYTHON" >&2; exit 2; }
+	$(PY) -m pytest -q tests/browser
 
 benchmark: $(INSTALLED)
 	$(PY) benchmarks/text2video.py

@@ -32,6 +32,7 @@ MODEL_FOLDER = "text2video"
 """The pack's own models folder (beside ComfyUI's `diffusers` folder)."""
 
 DIFFUSERS_FOLDER = "diffusers"
+DEFAULT_PREVIEW_SIZE = 512
 
 _folder_overrides: dict[str, Path] = {}
 _device_override: torch.device | None = None
@@ -118,6 +119,36 @@ def _register_comfyui_folders() -> None:  # pragma: no cover - ComfyUI only
 
 if IN_COMFYUI:  # pragma: no cover
     _register_comfyui_folders()
+
+
+def add_json_route(path: str, handler) -> None:
+    """Answer `GET path` on ComfyUI's server with `handler(query: dict) -> (HTTP status, JSON payload)`,
+    run in a worker thread (the editor extension's requests). Outside ComfyUI there is no server: nothing happens."""
+    if not IN_COMFYUI:
+        return
+    import asyncio
+
+    from aiohttp import web
+    from server import PromptServer
+
+    if getattr(PromptServer, "instance", None) is None:  # ComfyUI's modules without its server (its unit tests)
+        return
+
+    async def respond(request):
+        status, payload = await asyncio.to_thread(handler, dict(request.rel_url.query))
+        return web.json_response(payload, status=status)
+
+    PromptServer.instance.routes.get(path)(respond)
+
+
+def video_components(value) -> tuple[torch.Tensor, float] | None:
+    """`(frames, fps)` of a core ComfyUI `VIDEO` (LoadVideo's, CreateVideo's: anything with
+    `get_components()`), or None for anything else. Duck-typed: `comfy_api` cannot be imported without ComfyUI."""
+    get_components = getattr(value, "get_components", None)
+    if not callable(get_components):
+        return None
+    components = get_components()
+    return components.images, float(components.frame_rate)
 
 
 # --------------------------------------------------------------------------- devices
@@ -350,8 +381,22 @@ def check_interrupt() -> None:
 
 
 def shows_previews() -> bool:
-    """Whether progress updates can show a preview image (ComfyUI's editor; not a terminal)."""
-    return IN_COMFYUI
+    """Whether progress updates carry a latent preview: in ComfyUI, unless its `--preview-method` is `none`
+    (its default); never headless (a terminal cannot show one)."""
+    if IN_COMFYUI:
+        from comfy.cli_args import LatentPreviewMethod, args
+
+        return args.preview_method != LatentPreviewMethod.NoPreviews
+    return False
+
+
+def preview_size() -> int:
+    """The largest side of a latent preview in pixels (ComfyUI's `--preview-size`)."""
+    if IN_COMFYUI:
+        from comfy.cli_args import args
+
+        return args.preview_size
+    return DEFAULT_PREVIEW_SIZE
 
 
 class Progress:
@@ -370,7 +415,7 @@ class Progress:
     def update(self, done: int, preview=None) -> None:
         """Set the counter to `done` steps (and, in ComfyUI, show `preview`, a PIL image)."""
         if IN_COMFYUI:
-            preview_arg = ("JPEG", preview, 512) if preview is not None else None
+            preview_arg = ("JPEG", preview, preview_size()) if preview is not None else None
             self._bar.update_absolute(done, self.total, preview_arg)
         else:
             self._bar.n = done

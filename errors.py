@@ -14,6 +14,15 @@ class NodeInputError(ValueError):
         self.problem = problem
         super().__init__(f"{node}: input '{input_name}': {problem}")
 
+    @staticmethod
+    def parts(message: str, node: str) -> tuple[str, str] | None:
+        """`(input name, problem)` of a message in this error's form for `node` (VALIDATE_INPUTS returns them)."""
+        prefix = f"{node}: input '"
+        if not message.startswith(prefix) or "': " not in message[len(prefix):]:
+            return None
+        input_name, _, problem = message[len(prefix):].partition("': ")
+        return input_name, problem
+
 
 class NodeOutOfMemory(torch.cuda.OutOfMemoryError):
     """The GPU ran out of memory in a node: the message names the node and the options that would fit.

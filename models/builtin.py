@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -67,14 +68,36 @@ def _byte_alphabet() -> list[str]:
     return [mapping[b] for b in range(256)]
 
 
-def _write_tokenizer(folder: Path) -> int:
-    """A character-level CLIP tokenizer (no merges). Returns the vocabulary size."""
+def _learn_merges(words: list[str]) -> list[tuple[str, str]]:
+    """Byte-pair merges that make each of `words` (lower-case ASCII) one token, learnt as BPE learns them
+    (most frequent pair first), so that applying them in order reproduces every word."""
+    splits = [[*word[:-1], word[-1] + "</w>"] for word in words]
+    merges = []
+    while any(len(split) > 1 for split in splits):
+        counts = Counter(pair for split in splits for pair in zip(split, split[1:]))
+        pair = max(sorted(counts), key=counts.__getitem__)
+        merges.append(pair)
+        for split in splits:
+            i = 0
+            while i < len(split) - 1:
+                if (split[i], split[i + 1]) == pair:
+                    split[i:i + 2] = ["".join(pair)]
+                i += 1
+    return merges
+
+
+def write_tokenizer(folder: Path, words: list[str] = ()) -> int:
+    """A CLIP tokenizer whose whole words are `words` (none: character-level); any other text falls back to
+    characters. Returns the vocabulary size."""
     alphabet = _byte_alphabet()
-    tokens = alphabet + [c + "</w>" for c in alphabet] + ["<|startoftext|>", "<|endoftext|>"]
+    merges = _learn_merges(list(words))
+    tokens = alphabet + [c + "</w>" for c in alphabet] + ["".join(pair) for pair in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
     folder.mkdir(parents=True)
     (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(tokens)}, ensure_ascii=False),
                                        encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    (folder / "merges.txt").write_text("".join(["#version: 0.2\n", *(f"{a} {b}\n" for a, b in merges)]),
+                                       encoding="utf-8")
     specials = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
                 "pad_token": "<|endoftext|>"}
     (folder / "special_tokens_map.json").write_text(json.dumps(specials))
@@ -115,7 +138,7 @@ def _build(name: str, folder: Path) -> None:
     unet_class, make_unet = recipe["unet"]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RECIPE_VERSION)
-        vocab_size = _write_tokenizer(folder / "tokenizer")
+        vocab_size = write_tokenizer(folder / "tokenizer")
         for component, model in (("unet", make_unet()), ("text_encoder", _text_encoder(vocab_size)),
                                  ("vae", _vae())):
             _activate_zero_layers(model)

@@ -39,11 +39,12 @@ def check_widget_values(node_class: type, **values) -> None:
             continue  # not a number at all: the type check before this one reports it
         low, high = options.get("min", -math.inf), options.get("max", math.inf)
         if not math.isfinite(value):
-            raise NodeInputError(node_class.__name__, name, f"{value} is not a usable number; give a value in "
-                                                            f"{low:g}..{high:g}")
-        if not low <= value <= high:
-            raise NodeInputError(node_class.__name__, name, f"{value:g} is outside {low:g}..{high:g}; give a value "
-                                                            "in that range")
+            raise NodeInputError(node_class.__name__, name, f"value {value!r} is not a usable number; give one "
+                                                            f"from {low!r} to {high!r}")
+        if value < low:
+            raise NodeInputError(node_class.__name__, name, f"value {value!r} is smaller than min {low!r}")
+        if value > high:
+            raise NodeInputError(node_class.__name__, name, f"value {value!r} is bigger than max {high!r}")
 
 
 def validation_verdict(check: Callable[[], None]) -> bool | str:

@@ -23,6 +23,18 @@ def check_images(node: str, input_name: str, images) -> None:
         raise NodeInputError(node, input_name, "the video has no frames")
 
 
+IMAGES_OR_VIDEO = "IMAGE,VIDEO"
+"""Frame inputs take the pack's (and core's) IMAGE frames or a core VIDEO (LoadVideo's), without converting."""
+
+
+def input_frames(node: str, input_name: str, images) -> tuple[torch.Tensor, float | None]:
+    """The frames of an IMAGE or core VIDEO input, and the VIDEO's frame rate (None for IMAGE frames)."""
+    video = bridge.video_components(images)
+    frames, fps = video if video is not None else (images, None)
+    check_images(node, input_name, frames)
+    return frames, fps
+
+
 def check_frame_size(node: str, input_name: str, images: torch.Tensor, scale: int) -> None:
     height, width = images.shape[1:3]
     if height % scale or width % scale:
@@ -63,11 +75,12 @@ class T2VVAEEncode:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"vae": ("T2V_VAE", {"tooltip": "The VAE from T2VModelLoader."}),
-                             "images": ("IMAGE", {"tooltip": "Frames to encode, as one video."})},
+                             "images": (IMAGES_OR_VIDEO, {"tooltip": "Frames to encode, as one video (IMAGE "
+                                                                     "frames or a core VIDEO)."})},
                 "optional": {"frames_per_batch": FRAMES_PER_BATCH}}
 
     def encode(self, vae, images, frames_per_batch=8):
-        check_images("T2VVAEEncode", "images", images)
+        images, _fps = input_frames("T2VVAEEncode", "images", images)
         check_frame_size("T2VVAEEncode", "images", images, vae.spatial_scale)
         memory = explain_out_of_memory("T2VVAEEncode", f"encoding {images.shape[0]} frames",
                                        vae_memory_options(vae, frames_per_batch))

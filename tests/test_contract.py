@@ -5,6 +5,8 @@ Saved UI workflows store widget values by position, so these lists may only ever
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import comfyui_text2video
@@ -44,7 +46,8 @@ CONTRACT = {
 def test_exactly_the_contract_nodes_are_exported():
     assert set(NODE_CLASS_MAPPINGS) == set(CONTRACT)
     assert set(NODE_DISPLAY_NAME_MAPPINGS) == set(CONTRACT)
-    assert not hasattr(comfyui_text2video, "WEB_DIRECTORY")  # no web/ extension yet
+    web = Path(comfyui_text2video.__file__).parent / comfyui_text2video.WEB_DIRECTORY
+    assert sorted(path.name for path in web.glob("*.js")) == ["load_video.js", "preview.js", "text2video.js"]
 
 
 @pytest.mark.parametrize("node_id", sorted(CONTRACT))
