@@ -11,8 +11,8 @@ what a job costs beyond sampling is its manifest time minus the sampler's, split
 encoding, VAE decode, the video file) and the batch's own work (preparing the job's workflow, looking for
 leftovers, the runner) plus the manifest append.
 
-Run: `python benchmarks/batch.py` (about 5 minutes on a busy 2-core machine); `--steps`, `--frames`, `--size`
-and `--rounds` change the work. Not part of the test suite.
+Run: `python benchmarks/batch.py` (about 10 minutes on a 2-core machine at load average 27); `--steps`,
+`--frames`, `--size`, `--rounds` and `--threads` change the work. Not part of the test suite.
 """
 
 from __future__ import annotations

@@ -234,13 +234,16 @@ class Manifest:
         """Add one line in a single write; a torn last line left by a killed process is ended first."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = (json.dumps(record) + "\n").encode("utf-8")
-        descriptor = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0)
+        descriptor = os.open(self.path, flags, 0o644)
         try:
             if fcntl is not None:
                 fcntl.flock(descriptor, fcntl.LOCK_EX)
             size = os.fstat(descriptor).st_size
-            if size and os.pread(descriptor, 1, size - 1) != b"\n":
-                line = b"\n" + line
+            if size:
+                os.lseek(descriptor, size - 1, os.SEEK_SET)  # to read the last byte; O_APPEND writes at the end
+                if os.read(descriptor, 1) != b"\n":
+                    line = b"\n" + line
             os.write(descriptor, line)
             os.fsync(descriptor)
         finally:

@@ -127,7 +127,8 @@ def test_a_problem_of_every_job_is_listed_once(tmp_path, capsys, data_dir):
     args = batch_args(jobs, tmp_path / "output", data_dir / "models") + ["--set", "5.cfg=-1"]
     assert main(["batch", *args]) == EXIT_INVALID
     stderr = capsys.readouterr().err.splitlines()
-    assert stderr[:-1] == ["every job: node 5 (T2VSampler) input 'cfg': value -1.0 is smaller than min 0.0"]
+    [problem] = stderr[:-1]
+    assert problem.startswith("every job: node 5 (T2VSampler)") and "'cfg'" in problem and "-1" in problem
 
 
 # --------------------------------------------------------------------------- in one process

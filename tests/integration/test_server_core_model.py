@@ -122,13 +122,18 @@ def test_text2video_zero_from_a_saved_checkpoint_and_a_lora_on_core_samplers(com
     zero, plain, unpatched = (saved_latent(comfy, run, node_id) for node_id in ("30", "31", "32"))
     assert zero.shape == (4, 4, 8, 8) and plain.shape == (1, 4, 8, 8)
 
-    frame_0_diff = float((zero[0] - plain[0]).abs().max())
+    scale = float(plain.abs().max())
+    frame_0_diff = float((zero[0] - plain[0]).abs().max()) / scale
+    frame_0_unpatched = float((zero[0] - unpatched[0]).abs().max()) / scale
+    patch_effect = float((zero[1:] - unpatched[1:]).abs().mean()) / float(unpatched[1:].abs().mean())
     distance = lambda video: float((video[1:] - video[:1]).abs().mean())  # noqa: E731
-    print(f"core T2V-Zero: frame 0 vs plain KSampler {frame_0_diff:.2e} (latent scale {float(plain.abs().max()):.2f}); "
-          f"mean |frame i - frame 0|: cross-frame {distance(zero):.4f}, unpatched {distance(unpatched):.4f}",
+    print(f"core T2V-Zero: frame 0 vs plain KSampler {frame_0_diff:.1e} (relative to the latent's largest value "
+          f"{scale:.1f}), vs unpatched {frame_0_unpatched:.1e}; frames 1..3 vs unpatched {patch_effect:.3f} (mean, "
+          f"relative); mean |frame i - frame 0|: cross-frame {distance(zero):.3f}, unpatched {distance(unpatched):.3f}",
           file=sys.stderr)
-    assert frame_0_diff < 1e-4
-    assert distance(zero) < 0.8 * distance(unpatched)  # the frames are tied to frame 0's appearance
+    assert frame_0_diff < 1e-5  # frame 0 is the plain image
+    assert frame_0_unpatched < 1e-5  # frame 0 attends to itself only
+    assert patch_effect > 1e-3  # the other frames attend to frame 0
 
 
 def test_the_patch_does_not_reach_a_branch_on_the_unpatched_model(comfy, checkpoints):
