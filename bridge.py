@@ -84,6 +84,16 @@ def model_roots() -> list[tuple[str, Path]]:
     return roots
 
 
+CONTROLNET_FOLDER = "controlnet"
+
+
+def controlnet_roots() -> list[Path]:
+    """Folders that hold ControlNets: ComfyUI's `models/controlnet` (headless: `<data>/models/controlnet`)."""
+    if IN_COMFYUI:
+        return [Path(p) for p in _folder_paths.get_folder_paths(CONTROLNET_FOLDER)]
+    return [_headless_folder("models") / CONTROLNET_FOLDER]
+
+
 def builtin_cache_dir() -> Path:
     """Writable cache for the built-in tiny models, inside the pack's models folder."""
     return model_roots()[0][1] / ".builtin"

@@ -189,8 +189,11 @@ class CrossFrameAttention:
 
     Stateless: one instance can serve any number of model handles, and installations may nest (each
     restores what it found). Processors are swapped on the shared UNet module, so two threads must not
-    sample with the same UNet at once.
+    sample with the same UNet at once. ControlNets running beside the UNet are patched too (the seed's
+    ControlNet recipe sets the processor on both).
     """
+
+    patches_controlnets = True
 
     @contextlib.contextmanager
     def installed(self, unet: torch.nn.Module, frames_per_group: int) -> Iterator[None]:

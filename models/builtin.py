@@ -1,7 +1,9 @@
 """The built-in tiny models: random-weight models of the real architectures, built offline.
 
 `builtin:tiny-text2video` has a ModelScope/zeroscope-style 3D UNet, `builtin:tiny-sd15` a Stable
-Diffusion 1.5-style 2D UNet (for Text2Video-Zero). Both are built deterministically on first use,
+Diffusion 1.5-style 2D UNet (for Text2Video-Zero), `builtin:tiny-sdxl` an SDXL-style one (two text
+encoders, pooled text embedding and time ids), `builtin:tiny-ip2p` an InstructPix2Pix-style one (8 input
+channels). All are built deterministically on first use,
 saved as an ordinary diffusers folder (safetensors weights; the tokenizer as `vocab.json` +
 `merges.txt` so every transformers version reads it) and then loaded like any other model.
 Their videos are noise: they exist so that workflows, the demo and the tests run anywhere in seconds.
@@ -9,6 +11,7 @@ Their videos are noise: they exist so that workflows, the demo and the tests run
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -38,20 +41,40 @@ def _unet3d():
         cross_attention_dim=TEXT_WIDTH, attention_head_dim=8, norm_num_groups=8)
 
 
-def _unet2d():
+def _unet2d(in_channels: int = 4):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=32, in_channels=in_channels, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=TEXT_WIDTH, attention_head_dim=8, norm_num_groups=8)
+
+
+def _unet_sdxl():
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
         sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=TEXT_WIDTH, attention_head_dim=8, norm_num_groups=8)
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2), use_linear_projection=True, cross_attention_dim=2 * TEXT_WIDTH,
+        attention_head_dim=8, norm_num_groups=8, addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + TEXT_WIDTH)
 
+
+_CLIP = (("tokenizer", "text_encoder", "CLIPTextModel", "<|endoftext|>"),)
+_SDXL_CLIPS = (*_CLIP, ("tokenizer_2", "text_encoder_2", "CLIPTextModelWithProjection", "!"))
 
 BUILTINS = {
     "tiny-text2video": {"pipeline": "TextToVideoSDPipeline", "unet": ("UNet3DConditionModel", _unet3d),
                         "scheduler": "DDIMScheduler"},
     "tiny-sd15": {"pipeline": "StableDiffusionPipeline", "unet": ("UNet2DConditionModel", _unet2d),
                   "scheduler": "PNDMScheduler"},
+    "tiny-sdxl": {"pipeline": "StableDiffusionXLPipeline", "unet": ("UNet2DConditionModel", _unet_sdxl),
+                  "scheduler": "EulerDiscreteScheduler", "text": _SDXL_CLIPS, "vae_scaling_factor": 0.13025,
+                  "scheduler_extra": {"timestep_spacing": "leading", "interpolation_type": "linear"}},
+    "tiny-ip2p": {"pipeline": "StableDiffusionInstructPix2PixPipeline",
+                  "unet": ("UNet2DConditionModel", functools.partial(_unet2d, 8)),
+                  "scheduler": "EulerAncestralDiscreteScheduler"},
 }
 
 
@@ -86,9 +109,9 @@ def _learn_merges(words: list[str]) -> list[tuple[str, str]]:
     return merges
 
 
-def write_tokenizer(folder: Path, words: list[str] = ()) -> int:
-    """A CLIP tokenizer whose whole words are `words` (none: character-level); any other text falls back to
-    characters. Returns the vocabulary size."""
+def write_tokenizer(folder: Path, words: list[str] = (), pad_token: str = "<|endoftext|>") -> int:
+    """A CLIP tokenizer padding with `pad_token` whose whole words are `words` (none: character-level); any other
+    text falls back to characters. Returns the vocabulary size."""
     alphabet = _byte_alphabet()
     merges = _learn_merges(list(words))
     tokens = alphabet + [c + "</w>" for c in alphabet] + ["".join(pair) for pair in merges]
@@ -99,28 +122,30 @@ def write_tokenizer(folder: Path, words: list[str] = ()) -> int:
     (folder / "merges.txt").write_text("".join(["#version: 0.2\n", *(f"{a} {b}\n" for a, b in merges)]),
                                        encoding="utf-8")
     specials = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
-                "pad_token": "<|endoftext|>"}
+                "pad_token": pad_token}
     (folder / "special_tokens_map.json").write_text(json.dumps(specials))
     (folder / "tokenizer_config.json").write_text(json.dumps(
         {**specials, "model_max_length": 77, "do_lower_case": True, "tokenizer_class": "CLIPTokenizer"}))
     return len(tokens)
 
 
-def _text_encoder(vocab_size: int):
-    from transformers import CLIPTextConfig, CLIPTextModel
+def _text_encoder(class_name: str, vocab_size: int):
+    import transformers
+    from transformers import CLIPTextConfig
 
-    return CLIPTextModel(CLIPTextConfig(
+    return getattr(transformers, class_name)(CLIPTextConfig(
         vocab_size=vocab_size, hidden_size=TEXT_WIDTH, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=77, projection_dim=TEXT_WIDTH,
         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1))
 
 
-def _vae():
+def _vae(scaling_factor: float):
     from diffusers import AutoencoderKL
 
     blocks = 4  # the real 8x spatial scale
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8, sample_size=64,
+        scaling_factor=scaling_factor, in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        norm_num_groups=8, sample_size=64,
         block_out_channels=(16, 16, 32, 32), down_block_types=("DownEncoderBlock2D",) * blocks,
         up_block_types=("UpDecoderBlock2D",) * blocks)
 
@@ -136,19 +161,23 @@ def _activate_zero_layers(model: torch.nn.Module) -> None:
 def _build(name: str, folder: Path) -> None:
     recipe = BUILTINS[name]
     unet_class, make_unet = recipe["unet"]
+    text = recipe.get("text", _CLIP)
+    index = {"_class_name": recipe["pipeline"], "unet": ["diffusers", unet_class]}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RECIPE_VERSION)
-        vocab_size = write_tokenizer(folder / "tokenizer")
-        for component, model in (("unet", make_unet()), ("text_encoder", _text_encoder(vocab_size)),
-                                 ("vae", _vae())):
+        components = [("unet", make_unet())]
+        for tokenizer, encoder, encoder_class, pad_token in text:
+            vocab_size = write_tokenizer(folder / tokenizer, pad_token=pad_token)
+            components.append((encoder, _text_encoder(encoder_class, vocab_size)))
+            index.update({tokenizer: ["transformers", "CLIPTokenizer"], encoder: ["transformers", encoder_class]})
+        components.append(("vae", _vae(recipe.get("vae_scaling_factor", 0.18215))))
+        for component, model in components:
             _activate_zero_layers(model)
             model.save_pretrained(folder / component, safe_serialization=True)
     (folder / "scheduler").mkdir()
-    (folder / "scheduler" / "scheduler_config.json").write_text(
-        json.dumps({"_class_name": recipe["scheduler"], **_SCHEDULER}, indent=1))
-    index = {"_class_name": recipe["pipeline"], "unet": ["diffusers", unet_class],
-             "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
-             "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", recipe["scheduler"]]}
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"_class_name": recipe["scheduler"], **_SCHEDULER, **recipe.get("scheduler_extra", {})}, indent=1))
+    index.update({"vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", recipe["scheduler"]]})
     (folder / "model_index.json").write_text(json.dumps(index, indent=1))
 
 

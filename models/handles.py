@@ -73,12 +73,14 @@ class ModelHandle(_Managed):
         return dataclasses.replace(self, context_windows=options)
 
     @contextlib.contextmanager
-    def patched(self, frames_per_group: int):
-        """The UNet, loaded for use, with this handle's patches installed for the duration (removed on any exit)."""
+    def patched(self, frames_per_group: int, also: tuple[torch.nn.Module, ...] = ()):
+        """The UNet, loaded for use, with this handle's patches installed for the duration (removed on any exit);
+        patches with `patches_controlnets` set go on the modules `also` (ControlNets that run beside it) too."""
         self.load_for_use()
         with contextlib.ExitStack() as stack:
             for patch in self.patches:
-                stack.enter_context(patch.installed(self.unet, frames_per_group))
+                for module in (self.unet, *(also if getattr(patch, "patches_controlnets", False) else ())):
+                    stack.enter_context(patch.installed(module, frames_per_group))
             yield self.unet
 
 

@@ -11,6 +11,7 @@ import torch
 from .. import bridge
 from ..attention.feed_forward import FeedForwardChunking
 from ..errors import NodeInputError, NodeOutOfMemory
+from ..models.families.base import CONTROL_KEY
 from ..models.handles import ModelHandle, VaeHandle
 
 MAX_RESOLUTION = 8192
@@ -88,6 +89,36 @@ def check_conditioning(node: str, input_name: str, conditioning, model: ModelHan
         problem = model.family.conditioning_problem(meta)
         if problem:
             raise NodeInputError(node, input_name, problem)
+        for spec in meta.get(CONTROL_KEY, ()):
+            check_controlnet_fits(node, input_name, spec.controlnet, model)
+
+
+def check_controlnet_fits(node: str, input_name: str, controlnet, model: ModelHandle) -> None:
+    """Refuse a ControlNet on a model it was not made for (its widths must be the UNet's)."""
+    if not model.family.image_model:
+        raise NodeInputError(node, input_name, f"a ControlNet is attached, but '{model.name}' is a "
+                                               f"{model.family.description} model; ControlNets work on image models")
+    ours, theirs = model.unet.config, controlnet.module.config
+    for key in ("cross_attention_dim", "block_out_channels"):
+        if as_tuple(getattr(ours, key)) != as_tuple(getattr(theirs, key)):
+            raise NodeInputError(node, input_name, f"the ControlNet '{controlnet.name}' has {key} "
+                                                   f"{getattr(theirs, key)} but the model '{model.name}' has "
+                                                   f"{getattr(ours, key)}; load a ControlNet made for this model")
+
+
+def as_tuple(value) -> tuple:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+def check_control_frames(node: str, conditioning, frames: int) -> None:
+    """Refuse control frames whose count is neither 1 nor the video's."""
+    for _embeds, meta in conditioning:
+        for spec in meta.get(CONTROL_KEY, ()):
+            count = spec.images.shape[0]
+            if count not in (1, frames):
+                raise NodeInputError(node, "latent", f"the ControlNet '{spec.controlnet.name}' has {count} control "
+                                                     f"frames but the video has {frames}; give one control frame "
+                                                     "per video frame, or one for all")
 
 
 def conditioning_on(conditioning, device: torch.device) -> list:

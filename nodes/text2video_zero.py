@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..attention.cross_frame import CrossFrameAttention
 from ..errors import NodeInputError
+from ..models.families.base import CONTROL_KEY
 from ..samplers.text2video import RESUME_KEY, SamplingPlan, seeded_generator
 from ..samplers.schedulers import SAMPLERS
 from ..samplers.text2video_zero import (AnchorFrame, motion_latents, schedule_problem, split_steps, text2video_zero,
@@ -182,6 +183,10 @@ class T2VText2VideoZero:
             raise NodeInputError(node, "chunk_size", "1 leaves no room beside the anchor frame; use 0 (no chunks) "
                                                      "or at least 2")
         check_frame_size(node, width, height)
+        if any(CONTROL_KEY in meta for _embeds, meta in positive):
+            raise NodeInputError(node, "positive", "it carries a ControlNet; for controlled video use the "
+                                                   "ControlNet graph (T2VCrossFrameAttention, T2VSampler with "
+                                                   "frame_noise shared)")
         positive, negative = guidance_conditioning(node, positive, negative, cfg, model)
         shape = (1, LATENT_CHANNELS, 1, height // SPATIAL_SCALE, width // SPATIAL_SCALE)
         plan = SamplingPlan(sampler_name, scheduler, steps)

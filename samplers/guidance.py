@@ -11,18 +11,36 @@ import torch
 from .loop import frames_view, video_view
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Control:
+    """A ControlNet with its control frames `[F or 1, 3, H, W]` (0..1, at the frame size), as diffusers'
+    ControlNet pipelines apply it: residuals times `strength`, only in the steps inside `start`..`end`
+    (fractions of the schedule). Compared by identity: entries that share one apply it in one call."""
+
+    model: torch.nn.Module
+    images: torch.Tensor
+    strength: float
+    start: float = 0.0
+    end: float = 1.0
+
+    def active(self, position: int, total: int) -> bool:
+        return not (position / total < self.start or (position + 1) / total > self.end)
+
+
 @dataclasses.dataclass(frozen=True)
 class Condition:
     """One conditioning entry as the UNet takes it: plain tensors with a batch dimension of 1.
 
     `added` are extra per-sample UNet inputs passed as `added_cond_kwargs` (SDXL's pooled text
     embedding and time ids); `concat` are latents joined to the UNet input on the channel axis,
-    video-shaped `[1, C', F, h, w]` (InstructPix2Pix's image latents).
+    video-shaped `[1, C', F, h, w]` (InstructPix2Pix's image latents); `controls` are ControlNets whose
+    residuals are added to the UNet's (image UNets only).
     """
 
     embeds: torch.Tensor
     added: Mapping[str, torch.Tensor] = dataclasses.field(default_factory=dict)
     concat: torch.Tensor | None = None
+    controls: tuple[Control, ...] = ()
 
     def without_concat(self) -> "Condition":
         """The same entry with blank (zero) concatenated latents: the unconditional image branch."""
@@ -92,6 +110,38 @@ class GuidedNoisePredictor:
         self.embeds = torch.cat(repeat_to_common_length([e.embeds for e in self.entries])).to(dtype)
         self.added = {key: torch.cat([e.added[key] for e in self.entries]).to(dtype)
                       for key in self.entries[0].added}
+        self.controls = list({id(c): c for e in self.entries for c in e.controls}.values())
+        self.step: tuple[int, int] | None = None
+
+    def at_step(self, position: int, total: int) -> None:
+        """Called by the loop before each model call: where in the schedule it is (for ControlNet start/end)."""
+        self.step = (position, total)
+
+    def _control_residuals(self, unet_input: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+                           added: dict, batch: int, frames: int) -> dict:
+        """The summed ControlNet residuals for an image UNet's input, as UNet keyword arguments."""
+        down, mid = None, None
+        for control in self.controls:
+            if self.step is not None and not control.active(*self.step):
+                continue
+            carriers = [i for i, entry in enumerate(self.entries) if control in entry.controls]
+            rows = torch.arange(unet_input.shape[0]).view(len(self.entries), -1)[carriers].flatten()
+            images = control.images.expand(frames, -1, -1, -1).repeat(batch * len(carriers), 1, 1, 1)
+            dtype = control.model.dtype
+            extra = {"added_cond_kwargs": {k: v[rows].to(dtype) for k, v in added.items()}} if added else {}
+            control_down, control_mid = control.model(
+                unet_input[rows].to(dtype), t, encoder_hidden_states=context[rows].to(dtype),
+                controlnet_cond=images.to(unet_input.device, dtype), conditioning_scale=control.strength,
+                return_dict=False, **extra)
+            if len(carriers) < len(self.entries):  # the other entries get no residual from this ControlNet
+                control_down = [_scatter(r, rows, unet_input.shape[0]) for r in control_down]
+                control_mid = _scatter(control_mid, rows, unet_input.shape[0])
+            down = control_down if down is None else [a + b for a, b in zip(down, control_down)]
+            mid = control_mid if mid is None else mid + control_mid
+        if down is None:
+            return {}
+        return {"down_block_additional_residuals": [r.to(self.dtype) for r in down],
+                "mid_block_additional_residual": mid.to(self.dtype)}
 
     def _unet_input(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
@@ -110,6 +160,9 @@ class GuidedNoisePredictor:
             kwargs["added_cond_kwargs"] = {key: value.repeat_interleave(per_copy, dim=0)
                                            for key, value in self.added.items()}
         context = self.embeds.repeat_interleave(per_copy, dim=0)
+        if self.controls:
+            kwargs.update(self._control_residuals(unet_input, t, context, kwargs.get("added_cond_kwargs", {}),
+                                                  batch, frames))
         out = self.unet(unet_input.to(self.dtype), t, encoder_hidden_states=context, return_dict=False,
                         **kwargs)[0].float()
         if not self.video_unet:
@@ -121,3 +174,10 @@ class GuidedNoisePredictor:
             predictions.append(group[0] if size == 1 else torch.stack(group).mean(0))
             start += size
         return self.guidance.combine(predictions)
+
+
+def _scatter(rows_value: torch.Tensor, rows: torch.Tensor, total: int) -> torch.Tensor:
+    """A batch of `total` rows, zero except `rows`, which hold `rows_value`."""
+    full = rows_value.new_zeros((total, *rows_value.shape[1:]))
+    full[rows] = rows_value
+    return full

@@ -71,3 +71,19 @@ def tiny_sd_v(data_dir):
     from comfyui_text2video.models.loading import load_model
 
     return load_model(v_prediction_copy("tiny-sd15", "tiny-sd2-v", "DDIMScheduler"), "float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(data_dir):
+    """(model, clip, vae) handles of builtin:tiny-sdxl, in float32 on the CPU."""
+    from comfyui_text2video.models.loading import load_model
+
+    return load_model("builtin:tiny-sdxl", "float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_ip2p(data_dir):
+    """(model, clip, vae) handles of builtin:tiny-ip2p, in float32 on the CPU."""
+    from comfyui_text2video.models.loading import load_model
+
+    return load_model("builtin:tiny-ip2p", "float32")

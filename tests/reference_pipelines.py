@@ -66,3 +66,11 @@ def frames_of(video: torch.Tensor) -> torch.Tensor:
 
 def generator(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(seed)
+
+
+def sdxl_modules(model, clip, vae, sampler_name="ddim", scheduler="normal") -> dict:
+    """The constructor arguments of diffusers' SDXL pipelines for the pack's SDXL handles (no watermark)."""
+    (tokenizer, text_encoder), (tokenizer_2, text_encoder_2) = clip.encoders
+    return dict(vae=vae.vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+                tokenizer_2=tokenizer_2, unet=model.unet, add_watermarker=False,
+                scheduler=build_scheduler(sampler_name, scheduler, model.scheduler_config))

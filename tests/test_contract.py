@@ -18,7 +18,8 @@ CONTRACT = {
     "T2VTextEncode": (["clip", "text"], [], ("CONDITIONING",)),
     "T2VEmptyLatentVideo": (["width", "height", "frames", "batch_size"], [], ("LATENT",)),
     "T2VSampler": (["model", "positive", "negative", "latent", *SAMPLER, "denoise"],
-                   ["eta", "start_step", "end_step", "add_noise", "return_with_leftover_noise"], ("LATENT",)),
+                   ["eta", "start_step", "end_step", "add_noise", "return_with_leftover_noise", "frame_noise"],
+                   ("LATENT",)),
     "T2VVAEEncode": (["vae", "images"], ["frames_per_batch"], ("LATENT",)),
     "T2VVAEDecode": (["vae", "latent"], ["frames_per_batch"], ("IMAGE",)),
     "T2VVideoToVideo": (["model", "positive", "negative", "vae", "images", *SAMPLER, "strength"],
@@ -40,6 +41,11 @@ CONTRACT = {
                           ["context_stride", "closed_loop"], ("T2V_MODEL",)),
     "T2VFeedForwardChunking": (["model", "chunk_size"], [], ("T2V_MODEL",)),
     "T2VVAETiling": (["vae", "tile_size", "tile_overlap"], [], ("T2V_VAE",)),
+    "T2VControlNetLoader": (["controlnet_name"], [], ("T2V_CONTROLNET",)),
+    "T2VApplyControlNet": (["positive", "negative", "controlnet", "images", "strength"],
+                           ["start_percent", "end_percent"], ("CONDITIONING", "CONDITIONING")),
+    "T2VInstructPix2PixConditioning": (["positive", "negative", "vae", "images", "image_cfg"], ["frames_per_batch"],
+                                       ("CONDITIONING", "CONDITIONING", "LATENT")),
 }
 
 

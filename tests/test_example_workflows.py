@@ -24,7 +24,27 @@ SMALL = {
     "text2video_zero": (["4.steps=6", "4.t0=2", "4.t1=4", "4.width=64", "4.height=48", "4.frames=4"], (4, 64, 48)),
     "text2video_zero_composed": (["5.steps=6", "5.t0=2", "5.t1=4", "6.steps=6", "7.steps=6", "10.steps=6",
                                   "4.width=64", "4.height=48", "8.frames=4"], (4, 64, 48)),
+    "text2video_zero_sdxl": (["4.steps=6", "4.t0=2", "4.t1=4", "4.width=64", "4.height=48", "4.frames=3"],
+                             (3, 64, 48)),
+    "controlnet_video": (["4.width=64", "4.height=48", "4.frame_limit=3", "8.width=64", "8.height=48", "9.steps=3"],
+                         (3, 64, 48)),
+    "instruct_pix2pix_video": (["4.width=64", "4.height=48", "4.frame_limit=3", "7.steps=3"], (3, 64, 48)),
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def input_clip(data_dir):
+    """The clip the video-editing examples load: `clip.mp4` in the input folder."""
+    import torch
+
+    from comfyui_text2video import bridge
+
+    path = bridge.input_directory() / "clip.mp4"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frames = torch.linspace(0, 1, 4).view(4, 1, 1, 1).expand(4, 48, 64, 3).contiguous()
+        video_io.write_video(frames, path, "mp4", fps=4.0)
+    return path
 
 
 def load(name: str, api: bool = False) -> dict:

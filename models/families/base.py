@@ -6,8 +6,13 @@ import dataclasses
 
 import torch
 
-from ...samplers.guidance import Condition, Guidance
+from ...samplers.guidance import Condition, Control, Guidance
 from ..text_encoding import run_text_encoder
+
+
+CONTROL_KEY = "t2v_control"
+"""The pack's conditioning key for attached ControlNets (`T2VApplyControlNet`): a tuple of specs with
+`controlnet`, `images`, `strength`, `start`, `end`, applied together (stacked ControlNets add up)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,15 +68,38 @@ class ModelFamily:
 
     def conditioning_problem(self, meta: dict) -> str | None:
         """Why a core CONDITIONING entry with this metadata cannot condition the family's UNet, or None."""
+        if self.concat_channels == 0 and meta.get("concat_latent_image") is not None:
+            return (f"it carries image latents for an InstructPix2Pix model (8 input channels), but this is a "
+                    f"{self.description} model; load an InstructPix2Pix model")
         return None
 
     def condition(self, embeds: torch.Tensor, meta: dict, latent_shape: tuple, spatial_scale: int) -> Condition:
         """One core CONDITIONING entry as the UNet takes it, for latents of `latent_shape` `[B, C, F, h, w]`."""
         return Condition(embeds)
 
+    def entries(self, conditioning, latent_shape: tuple, spatial_scale: int, controls: dict) -> list[Condition]:
+        """Core CONDITIONING entries as the UNet takes them, with their ControlNets (`controls` shares each
+        attached ControlNet between the entries that carry it, so it runs once per step)."""
+        return [dataclasses.replace(self.condition(embeds, meta, latent_shape, spatial_scale),
+                                    controls=tuple(_control(spec, latent_shape, spatial_scale, controls)
+                                                   for spec in meta.get(CONTROL_KEY, ())))
+                for embeds, meta in conditioning]
+
     def guidance(self, positive, negative, cfg: float, latent_shape: tuple, spatial_scale: int) -> Guidance:
         """The sampler's guidance for core CONDITIONING `positive`/`negative` on latents of `latent_shape`."""
-        def entries(conditioning):
-            return [self.condition(embeds, meta, latent_shape, spatial_scale) for embeds, meta in conditioning]
+        controls = {}
+        return Guidance(self.entries(positive, latent_shape, spatial_scale, controls),
+                        self.entries(negative, latent_shape, spatial_scale, controls) if cfg > 1.0 else [], cfg)
 
-        return Guidance(entries(positive), entries(negative) if cfg > 1.0 else [], cfg)
+
+def _control(spec, latent_shape: tuple, spatial_scale: int, made: dict) -> Control:
+    """The sampler's `Control` for an attached ControlNet: its frames `[N, 3, H, W]` at the frame size
+    (resized as diffusers resizes tensors: nearest), on the ControlNet's device."""
+    if id(spec) not in made:
+        spec.controlnet.load_for_use()
+        size = (latent_shape[-2] * spatial_scale, latent_shape[-1] * spatial_scale)
+        images = spec.images.permute(0, 3, 1, 2).to(spec.controlnet.device, torch.float32)
+        if tuple(images.shape[-2:]) != size:
+            images = torch.nn.functional.interpolate(images, size=size)
+        made[id(spec)] = Control(spec.controlnet.module, images, spec.strength, spec.start, spec.end)
+    return made[id(spec)]
