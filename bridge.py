@@ -32,9 +32,11 @@ MODEL_FOLDER = "text2video"
 """The pack's own models folder (beside ComfyUI's `diffusers` folder)."""
 
 DIFFUSERS_FOLDER = "diffusers"
+DEFAULT_PREVIEW_SIZE = 512
 
 _folder_overrides: dict[str, Path] = {}
 _device_override: torch.device | None = None
+_sequential_offload = False
 _interrupt_requested = threading.Event()
 
 
@@ -127,6 +129,36 @@ def _register_comfyui_folders() -> None:  # pragma: no cover - ComfyUI only
 
 if IN_COMFYUI:  # pragma: no cover
     _register_comfyui_folders()
+
+
+def add_json_route(path: str, handler) -> None:
+    """Answer `GET path` on ComfyUI's server with `handler(query: dict) -> (HTTP status, JSON payload)`,
+    run in a worker thread (the editor extension's requests). Outside ComfyUI there is no server: nothing happens."""
+    if not IN_COMFYUI:
+        return
+    import asyncio
+
+    from aiohttp import web
+    from server import PromptServer
+
+    if getattr(PromptServer, "instance", None) is None:  # ComfyUI's modules without its server (its unit tests)
+        return
+
+    async def respond(request):
+        status, payload = await asyncio.to_thread(handler, dict(request.rel_url.query))
+        return web.json_response(payload, status=status)
+
+    PromptServer.instance.routes.get(path)(respond)
+
+
+def video_components(value) -> tuple[torch.Tensor, float] | None:
+    """`(frames, fps)` of a core ComfyUI `VIDEO` (LoadVideo's, CreateVideo's: anything with
+    `get_components()`), or None for anything else. Duck-typed: `comfy_api` cannot be imported without ComfyUI."""
+    get_components = getattr(value, "get_components", None)
+    if not callable(get_components):
+        return None
+    components = get_components()
+    return components.images, float(components.frame_rate)
 
 
 # --------------------------------------------------------------------------- devices
@@ -233,7 +265,12 @@ class ManagedModule:
         self.role = role
         self.device = load_device(role)
         self.patcher = None
-        module.to(offload_device(role))
+        if sequential_offload():
+            from accelerate import cpu_offload
+
+            cpu_offload(module.to("cpu"), execution_device=self.device)
+        else:
+            module.to(offload_device(role))
         if IN_COMFYUI:
             holder = _holder_class(type(module).__name__)(module)
             self.patcher = _comfy_patcher.ModelPatcher(holder, load_device=self.device,
@@ -247,6 +284,18 @@ class ManagedModule:
         """
         if self.patcher is not None:
             _comfy_mm.load_models_gpu([self.patcher], force_full_load=True)
+
+
+def set_sequential_offload(enabled: bool) -> None:
+    """Headless: keep the weights of models loaded from now on in CPU memory and move each layer to the compute
+    device only while it runs (accelerate's `cpu_offload`): slow, but a GPU with little memory holds one layer at a
+    time. Inside ComfyUI its own model management offloads, and this has no effect."""
+    global _sequential_offload
+    _sequential_offload = bool(enabled)
+
+
+def sequential_offload() -> bool:
+    return _sequential_offload and not IN_COMFYUI
 
 
 def host_owns_models() -> bool:
@@ -342,8 +391,22 @@ def check_interrupt() -> None:
 
 
 def shows_previews() -> bool:
-    """Whether progress updates can show a preview image (ComfyUI's editor; not a terminal)."""
-    return IN_COMFYUI
+    """Whether progress updates carry a latent preview: in ComfyUI, unless its `--preview-method` is `none`
+    (its default); never headless (a terminal cannot show one)."""
+    if IN_COMFYUI:
+        from comfy.cli_args import LatentPreviewMethod, args
+
+        return args.preview_method != LatentPreviewMethod.NoPreviews
+    return False
+
+
+def preview_size() -> int:
+    """The largest side of a latent preview in pixels (ComfyUI's `--preview-size`)."""
+    if IN_COMFYUI:
+        from comfy.cli_args import args
+
+        return args.preview_size
+    return DEFAULT_PREVIEW_SIZE
 
 
 class Progress:
@@ -362,7 +425,7 @@ class Progress:
     def update(self, done: int, preview=None) -> None:
         """Set the counter to `done` steps (and, in ComfyUI, show `preview`, a PIL image)."""
         if IN_COMFYUI:
-            preview_arg = ("JPEG", preview, 512) if preview is not None else None
+            preview_arg = ("JPEG", preview, preview_size()) if preview is not None else None
             self._bar.update_absolute(done, self.total, preview_arg)
         else:
             self._bar.n = done

@@ -71,6 +71,9 @@ def _add_runner_flags(parser: argparse.ArgumentParser) -> None:
                         default=[], help="override an input value (VALUE is read as JSON if it parses, else as "
                                          "text); repeatable")
     parser.add_argument("--device", type=_device, default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--cpu-offload", action="store_true",
+                        help="keep the weights in CPU memory and move each layer to the GPU only while it runs (for "
+                             "GPUs with little memory; slower)")
     parser.add_argument("--traceback", action="store_true", help="print the full traceback when a node fails")
 
 
@@ -95,6 +98,7 @@ def _run_command(args: argparse.Namespace) -> int:
     bridge.reset_folders()
     bridge.set_folders(models=args.models_dir, input=args.input_dir, output=args.output_dir)
     bridge.set_device(args.device)
+    bridge.set_sequential_offload(args.cpu_offload)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON summary
             summary = run_workflow(workflow, args.overrides, on_node=lambda line: print(line, file=sys.stderr))

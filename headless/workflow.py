@@ -16,6 +16,8 @@ import json
 import re
 from typing import Any, Iterable, Mapping
 
+from ..errors import NodeInputError
+
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 SEED_WIDGET_NAMES = frozenset({"seed", "noise_seed"})
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
@@ -351,7 +353,8 @@ def ui_structure_problems(data: Mapping) -> list[Problem]:
             slots = node.get(key)
             if slots is not None and not (isinstance(slots, list) and all(isinstance(s, Mapping) for s in slots)):
                 fault(f"'{key}' is {_json_kind(slots)}; it must be a list of slot objects")
-        for slot in node.get("inputs") or []:
+        slots = node.get("inputs")
+        for slot in slots if isinstance(slots, list) else []:
             if not isinstance(slot, Mapping):
                 break
             widget = slot.get("widget")
@@ -907,4 +910,5 @@ class _Validator:
         if verdict is True:
             return []
         message = "rejected by the node's own validation" if verdict is False else str(verdict)
-        return [Problem("custom_validation_failed", message, node_id, spec.class_type)]
+        input_name, message = NodeInputError.parts(message, spec.class_type) or (None, message)
+        return [Problem("custom_validation_failed", message, node_id, spec.class_type, input_name)]

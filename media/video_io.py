@@ -346,6 +346,41 @@ def read_frames(path: str | Path, skip_first: int = 0, select_every_nth: int = 1
     return LoadedVideo(torch.from_numpy(np.stack(kept)), fps)
 
 
+class VideoInfo(NamedTuple):
+    """What a video source holds, read without decoding its frames."""
+
+    frames: int
+    fps: float
+    width: int
+    height: int
+    first_image: Path | None
+    """The first image of an image folder (None for files)."""
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Frame count, frame rate and size of a video file, animated image or image folder.
+
+    Video containers are demuxed, not decoded, when their header lacks the frame count.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            images = _image_files(path)
+            with Image.open(images[0]) as image:
+                return VideoInfo(len(images), DEFAULT_FPS, *image.size, images[0])
+        if path.suffix.lower() in PILLOW_EXTENSIONS:
+            with Image.open(path) as image:
+                source = _AnimatedImageSource(image)
+                count = sum(1 for _frame in source.frames())
+                return VideoInfo(count, source.fps, *image.size, None)
+        with av.open(str(path)) as container:
+            source = _AvSource(container)
+            count = source.stream.frames or sum(1 for packet in container.demux(source.stream) if packet.size)
+            return VideoInfo(count, source.fps, source.stream.width, source.stream.height, None)
+    except _DECODE_ERRORS as error:
+        raise VideoIOError("path", f"'{path.name}' cannot be read (corrupt or unsupported file): {error}") from error
+
+
 # --------------------------------------------------------------------------- embedded metadata
 
 

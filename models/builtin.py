@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -90,14 +91,36 @@ def _byte_alphabet() -> list[str]:
     return [mapping[b] for b in range(256)]
 
 
-def _write_tokenizer(folder: Path, pad_token: str) -> int:
-    """A character-level CLIP tokenizer (no merges) padding with `pad_token`. Returns the vocabulary size."""
+def _learn_merges(words: list[str]) -> list[tuple[str, str]]:
+    """Byte-pair merges that make each of `words` (lower-case ASCII) one token, learnt as BPE learns them
+    (most frequent pair first), so that applying them in order reproduces every word."""
+    splits = [[*word[:-1], word[-1] + "</w>"] for word in words]
+    merges = []
+    while any(len(split) > 1 for split in splits):
+        counts = Counter(pair for split in splits for pair in zip(split, split[1:]))
+        pair = max(sorted(counts), key=counts.__getitem__)
+        merges.append(pair)
+        for split in splits:
+            i = 0
+            while i < len(split) - 1:
+                if (split[i], split[i + 1]) == pair:
+                    split[i:i + 2] = ["".join(pair)]
+                i += 1
+    return merges
+
+
+def write_tokenizer(folder: Path, words: list[str] = (), pad_token: str = "<|endoftext|>") -> int:
+    """A CLIP tokenizer whose whole words are `words` (none: character-level), padding with `pad_token`; any
+    other text falls back to characters. Returns the vocabulary size."""
     alphabet = _byte_alphabet()
-    tokens = alphabet + [c + "</w>" for c in alphabet] + ["<|startoftext|>", "<|endoftext|>"]
+    merges = _learn_merges(list(words))
+    tokens = alphabet + [c + "</w>" for c in alphabet] + ["".join(pair) for pair in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
     folder.mkdir(parents=True)
     (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(tokens)}, ensure_ascii=False),
                                        encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    (folder / "merges.txt").write_text("".join(["#version: 0.2\n", *(f"{a} {b}\n" for a, b in merges)]),
+                                       encoding="utf-8")
     specials = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
                 "pad_token": pad_token}
     (folder / "special_tokens_map.json").write_text(json.dumps(specials))
@@ -144,7 +167,7 @@ def _build(name: str, folder: Path) -> None:
         torch.manual_seed(RECIPE_VERSION)
         components = [("unet", make_unet())]
         for tokenizer, encoder, encoder_class, pad_token in text:
-            vocab_size = _write_tokenizer(folder / tokenizer, pad_token)
+            vocab_size = write_tokenizer(folder / tokenizer, pad_token=pad_token)
             components.append((encoder, _text_encoder(encoder_class, vocab_size)))
             index.update({tokenizer: ["transformers", "CLIPTokenizer"], encoder: ["transformers", encoder_class]})
         components.append(("vae", _vae(recipe.get("vae_scaling_factor", 0.18215))))

@@ -13,6 +13,8 @@ from .families.sd import STABLE_DIFFUSION
 
 if TYPE_CHECKING:
     from ..bridge import ManagedModule
+    from ..samplers.context_windows import ContextOptions
+    from .vae_ops import VaeTiling
 
 
 class ModelPatch(Protocol):
@@ -50,6 +52,7 @@ class ModelHandle(_Managed):
     spatial_scale: int = 8  # pixels per latent cell (the VAE's downsampling)
     patches: tuple[ModelPatch, ...] = ()
     managed: ManagedModule | None = None  # the UNet under the host's memory management (None: built by hand)
+    context_windows: ContextOptions | None = None  # every model call runs on windows of frames (T2VContextWindows)
 
     @property
     def cross_attention_dim(self) -> int:
@@ -65,6 +68,9 @@ class ModelHandle(_Managed):
 
     def with_patch(self, patch: ModelPatch) -> "ModelHandle":
         return dataclasses.replace(self, patches=self.patches + (patch,))
+
+    def with_context_windows(self, options: ContextOptions) -> "ModelHandle":
+        return dataclasses.replace(self, context_windows=options)
 
     @contextlib.contextmanager
     def patched(self, frames_per_group: int, also: tuple[torch.nn.Module, ...] = ()):
@@ -119,6 +125,10 @@ class VaeHandle(_Managed):
     vae: torch.nn.Module
     device: torch.device
     managed: ManagedModule | None = None  # the VAE under the host's memory management
+    tiling: VaeTiling | None = None  # decode and encode large frames in blended tiles (T2VVAETiling)
+
+    def with_tiling(self, tiling: VaeTiling) -> "VaeHandle":
+        return dataclasses.replace(self, tiling=tiling)
 
     @property
     def spatial_scale(self) -> int:

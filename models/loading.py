@@ -6,7 +6,9 @@ Weights load from safetensors; pickled weights (`.bin`, `.pth`, `.ckpt`) only th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -31,6 +33,7 @@ DTYPE_CHOICES = ("auto", *DTYPES)
 CACHE_SIZE = 2  # enough for a two-model chain (zeroscope 576w -> XL)
 
 _PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
+_HAS_ACCELERATE = importlib.util.find_spec("accelerate") is not None
 
 
 def _scan(root: Path) -> list[str]:
@@ -139,28 +142,53 @@ def load_pickled_weights(path: Path) -> dict:
 
 
 def _load_component(model_class, folder: Path, dtype: torch.dtype, dtype_kwarg: str):
-    """One model component: safetensors through `from_pretrained`, else a weights-only pickle."""
+    """One model component: safetensors through `from_pretrained` (straight into empty modules when accelerate is
+    installed), else a weights-only pickle."""
     safetensors, pickles = _weight_files(folder)
     if safetensors:
         variant = None
         if not any(p.name.count(".") == 1 for p in safetensors) and any(".fp16." in p.name for p in safetensors):
             variant = "fp16"
-        return model_class.from_pretrained(folder, use_safetensors=True, variant=variant, **{dtype_kwarg: dtype})
+        return model_class.from_pretrained(folder, use_safetensors=True, variant=variant, **{dtype_kwarg: dtype},
+                                           **_lean_loading(model_class))
     if not pickles:
         raise ModelLoadError(f"{folder}: no weights (.safetensors or .bin) in this component folder")
     if len(pickles) > 1:
         raise ModelLoadError(f"{folder}: several pickled weight files; convert them to one safetensors file")
     state = load_pickled_weights(pickles[0])
-    model = model_class.from_config(model_class.load_config(folder)) if hasattr(model_class, "load_config") \
-        else model_class(model_class.config_class.from_pretrained(folder))
-    model.load_state_dict(state, strict=True)
+    with _empty_weights():
+        model = model_class.from_config(model_class.load_config(folder)) if hasattr(model_class, "load_config") \
+            else model_class(model_class.config_class.from_pretrained(folder))
+    model.load_state_dict(state, strict=True, assign=_HAS_ACCELERATE)
     return model.to(dtype)
 
 
-def _transformers_dtype_kwarg() -> str:
+def _empty_weights():
+    """Build modules without initialising their weights (accelerate's meta device), so that loaded weights
+    go straight in instead of replacing a random initialisation; plain construction without accelerate."""
+    if not _HAS_ACCELERATE:
+        return contextlib.nullcontext()
+    from accelerate import init_empty_weights
+
+    return init_empty_weights()
+
+
+def _transformers_major() -> int:
     import transformers
 
-    return "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    return int(transformers.__version__.split(".")[0])
+
+
+def _transformers_dtype_kwarg() -> str:
+    return "dtype" if _transformers_major() >= 5 else "torch_dtype"
+
+
+def _lean_loading(model_class) -> dict:
+    """`from_pretrained` arguments that load into empty modules: diffusers does so by itself when accelerate is
+    installed, transformers 5 always; transformers 4 has to be asked."""
+    if model_class.__module__.startswith("transformers") and _transformers_major() < 5 and _HAS_ACCELERATE:
+        return {"low_cpu_mem_usage": True}
+    return {}
 
 
 def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
@@ -269,7 +297,7 @@ def load_model(name: str, dtype_choice: str = "auto") -> tuple[ModelHandle, Clip
     dtypes = {role: resolve_dtype(dtype_choice, bridge.load_device(role)) for role in bridge.ROLES}
     if dtype_choice == "auto" and _read_json(folder / "vae" / "config.json").get("force_upcast", True):
         dtypes[bridge.VAE] = torch.float32  # it would be upcast for every encode and decode anyway
-    key = (str(folder), str(bridge.load_device(bridge.DENOISER)), *dtypes.values())
+    key = (str(folder), str(bridge.load_device(bridge.DENOISER)), *dtypes.values(), bridge.sequential_offload())
     info, components = _cache.lookup(key)
     if info is None:
         info = _read_info(folder)

@@ -51,8 +51,8 @@ def within_limit(tokenizer, text: str, limit: int) -> str:
             cut = tokenizer.decode(ids[limit - 1:-1])
             if len(cut) > CUT_EXCERPT:
                 cut = cut[:CUT_EXCERPT] + "..."
-            log.warning("T2VTextEncode: the prompt (%d characters) is longer than %d tokens; this part was cut: %r",
-                        len(text), limit, cut)
+            log.warning("T2VTextEncode: the prompt is longer than %d tokens; this part was cut: %r (of %d characters "
+                        "in all)", limit, cut, len(text))
             return prefix
         if whole:
             return text

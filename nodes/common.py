@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable
 
 import torch
 
 from .. import bridge
-from ..errors import NodeInputError
+from ..attention.feed_forward import FeedForwardChunking
+from ..errors import NodeInputError, NodeOutOfMemory
 from ..models.families.base import CONTROL_KEY
-from ..models.handles import ModelHandle
+from ..models.handles import ModelHandle, VaeHandle
 
 MAX_RESOLUTION = 8192
 MAX_FRAMES = 4096
@@ -38,11 +40,12 @@ def check_widget_values(node_class: type, **values) -> None:
             continue  # not a number at all: the type check before this one reports it
         low, high = options.get("min", -math.inf), options.get("max", math.inf)
         if not math.isfinite(value):
-            raise NodeInputError(node_class.__name__, name, f"{value} is not a usable number; give a value in "
-                                                            f"{low:g}..{high:g}")
-        if not low <= value <= high:
-            raise NodeInputError(node_class.__name__, name, f"{value:g} is outside {low:g}..{high:g}; give a value "
-                                                            "in that range")
+            raise NodeInputError(node_class.__name__, name, f"value {value!r} is not a usable number; give one "
+                                                            f"from {low!r} to {high!r}")
+        if value < low:
+            raise NodeInputError(node_class.__name__, name, f"value {value!r} is smaller than min {low!r}")
+        if value > high:
+            raise NodeInputError(node_class.__name__, name, f"value {value!r} is bigger than max {high!r}")
 
 
 def validation_verdict(check: Callable[[], None]) -> bool | str:
@@ -107,10 +110,13 @@ def as_tuple(value) -> tuple:
     return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
-def check_control_frames(node: str, conditioning, frames: int) -> None:
-    """Refuse control frames whose count is neither 1 nor the video's."""
+def check_control_frames(node: str, conditioning, frames: int, model: ModelHandle) -> None:
+    """Refuse control frames whose count is neither 1 nor the video's (and ControlNets under context windows)."""
     for _embeds, meta in conditioning:
         for spec in meta.get(CONTROL_KEY, ()):
+            if model.context_windows is not None:
+                raise NodeInputError(node, "model", "ControlNets do not run under T2VContextWindows yet; sample "
+                                                    "the controlled video without context windows")
             count = spec.images.shape[0]
             if count not in (1, frames):
                 raise NodeInputError(node, "latent", f"the ControlNet '{spec.controlnet.name}' has {count} control "
@@ -144,6 +150,46 @@ def latent_preview(latents: torch.Tensor):
     rgb = torch.einsum("chw,cr->hwr", frame, torch.tensor(LATENT_RGB, device=frame.device))
     pixels = ((rgb + 1) / 2).clamp(0, 1).mul(255).byte().cpu().numpy()
     return Image.fromarray(pixels)
+
+
+@contextlib.contextmanager
+def explain_out_of_memory(node: str, task: str, options: list[str]):
+    """Turn a GPU out-of-memory error into one that names the node, what it was doing and what would fit."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as exc:
+        if isinstance(exc, NodeOutOfMemory):
+            raise
+        bridge.soft_empty_cache()
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+        raise NodeOutOfMemory(f"{node}: the GPU ran out of memory {task}. To fit: " + "; ".join(options)
+                              + f". ({detail})") from exc
+
+
+def sampling_memory_options(model: ModelHandle, frames: int) -> list[str]:
+    """What lowers a sampling run's memory, given how `model` is already patched."""
+    options = []
+    if model.context_windows is None:
+        options.append(f"put T2VContextWindows (context_length 16) before this node, so the model sees 16 frames at "
+                       f"a time instead of all {frames}")
+    else:
+        options.append(f"lower T2VContextWindows' context_length (now {model.context_windows.length})")
+    if not any(isinstance(patch, FeedForwardChunking) for patch in model.patches):
+        options.append("add T2VFeedForwardChunking to the model")
+    options.append("make the frames smaller or fewer")
+    return options
+
+
+def vae_memory_options(vae: VaeHandle, frames_per_batch: int) -> list[str]:
+    """What lowers a VAE decode's or encode's memory, given its settings."""
+    options = []
+    if frames_per_batch != 1:
+        options.append(f"set frames_per_batch to 1 (now {frames_per_batch or 'all frames'})")
+    if vae.tiling is None:
+        options.append("put T2VVAETiling on the VAE")
+    else:
+        options.append(f"lower T2VVAETiling's tile_size (now {vae.tiling.size})")
+    return options
 
 
 class StepProgress:

@@ -17,7 +17,7 @@ from ..attention.cross_frame import CrossFrameAttn1Patch
 from ..errors import NodeInputError
 from ..samplers.text2video import randn, seeded_generator
 from ..samplers.text2video_zero import moved_copies, renoise_sigma, split_steps
-from .common import MAX_FRAMES, MAX_SEED
+from .common import MAX_FRAMES, MAX_SEED, check_widget_values, validation_verdict
 from .sampling import MAX_STEPS
 from .text2video_zero import check_schedule, motion_inputs, schedule_inputs
 
@@ -134,8 +134,13 @@ class T2VZeroMotionLatent:
             **motion_inputs(),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, motion_x=None, motion_y=None):
+        return validation_verdict(lambda: check_widget_values(cls, motion_x=motion_x, motion_y=motion_y))
+
     def move(self, schedule, latent_t1, latent_t0, seed, frames, motion_x, motion_y):
         node = "T2VZeroMotionLatent"
+        check_widget_values(T2VZeroMotionLatent, motion_x=motion_x, motion_y=motion_y)
         if not isinstance(schedule, ZeroSchedule):
             raise NodeInputError(node, "schedule", "connect the schedule output of T2VZeroSchedule")
         at_t1 = _anchor_frame(node, "latent_t1", latent_t1)

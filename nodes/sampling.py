@@ -6,7 +6,8 @@ from ..errors import NodeInputError
 from ..samplers.schedulers import SAMPLER_NAMES, SAMPLERS, SCHEDULER_NAMES, karras_problem
 from ..samplers.text2video import FRAME_NOISE, RESUME_KEY, SamplingPlan, sample_model, seeded_generator
 from .common import (MAX_SEED, StepProgress, check_control_frames, check_latent_channels, check_widget_values,
-                     guidance_conditioning, validation_verdict, video_latents)
+                     explain_out_of_memory, guidance_conditioning, sampling_memory_options, validation_verdict,
+                     video_latents)
 
 NODE = "T2VSampler"
 MAX_STEPS = 10000
@@ -105,7 +106,7 @@ class T2VSampler:
         check_step_range(start_step, end_step, steps)
         samples = video_latents(NODE, "latent", latent, model.device)
         check_latent_channels(NODE, "latent", samples, model)
-        check_control_frames(NODE, positive + negative, samples.shape[2])
+        check_control_frames(NODE, positive + negative, samples.shape[2], model)
         state = latent.get(RESUME_KEY)
         if state is not None and not add_noise and state.next_step == plan.first_step:
             problem = state.mismatch(plan, samples.shape)
@@ -113,7 +114,9 @@ class T2VSampler:
                 raise NodeInputError(NODE, "latent", f"it comes from a sampler that stopped at step {state.next_step}, "
                                                      f"but {problem}")
         positive, negative = guidance_conditioning(NODE, positive, negative, cfg, model)
-        with StepProgress(NODE) as progress:
+        memory = explain_out_of_memory(NODE, f"sampling {samples.shape[2]} frames",
+                                       sampling_memory_options(model, samples.shape[2]))
+        with memory, StepProgress(NODE) as progress:
             out, state = sample_model(model, positive, negative, cfg, samples, plan,
                                       seeded_generator(seed), state, progress)
         result = {key: value for key, value in latent.items() if key not in ("samples", RESUME_KEY)}

@@ -9,8 +9,8 @@ from ..samplers.text2video import RESUME_KEY, SamplingPlan, seeded_generator
 from ..samplers.schedulers import SAMPLERS
 from ..samplers.text2video_zero import (AnchorFrame, motion_latents, schedule_problem, split_steps, text2video_zero,
                                          zero_steps)
-from .common import (MAX_FRAMES, MAX_RESOLUTION, StepProgress, check_widget_values, guidance_conditioning,
-                     validation_verdict, video_latents)
+from .common import (MAX_FRAMES, MAX_RESOLUTION, StepProgress, check_widget_values, explain_out_of_memory,
+                     guidance_conditioning, validation_verdict, video_latents)
 from .latent import LATENT_CHANNELS, SPATIAL_SCALE, check_frame_size
 from .sampling import MAX_STEPS, check_sampler_choice, sampler_inputs
 
@@ -191,7 +191,9 @@ class T2VText2VideoZero:
         shape = (1, LATENT_CHANNELS, 1, height // SPATIAL_SCALE, width // SPATIAL_SCALE)
         plan = SamplingPlan(sampler_name, scheduler, steps)
         model_calls = SAMPLERS[sampler_name].scheduler_class.order * zero_steps(steps, t0, t1, frames, chunk_size)
-        with StepProgress(node, model_calls) as progress:
+        fits = ["set chunk_size to 8 or so (memory then stays flat however many frames)" if not chunk_size else
+                f"lower chunk_size (now {chunk_size})", "make the frames smaller"]
+        with explain_out_of_memory(node, f"making {frames} frames", fits), StepProgress(node, model_calls) as progress:
             samples = text2video_zero(model, model.with_patch(CrossFrameAttention()),
                                       positive, negative,
                                       cfg, shape, plan, t0, t1, frames, motion_x, motion_y, chunk_size, seed, progress)

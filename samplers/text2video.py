@@ -7,6 +7,7 @@ import dataclasses
 
 import torch
 
+from .context_windows import windowed
 from .guidance import GuidedNoisePredictor
 from .loop import ProgressCallback, clean_estimate, denoise, frames_view, video_view
 from .schedulers import SAMPLERS, build_scheduler, denoise_start_step, step_start
@@ -129,6 +130,13 @@ def start_latents(scheduler, latents: torch.Tensor, position: int, generator: to
     return video_view(scheduler.add_noise(frames, noise, timestep), latents.shape[0])
 
 
+def scheduled(plan: SamplingPlan, scheduler_config: dict, device: torch.device):
+    """A fresh scheduler for `plan`, its timesteps set for the plan's steps."""
+    scheduler = build_scheduler(plan.sampler_name, plan.scheduler_name, scheduler_config)
+    scheduler.set_timesteps(plan.steps, device=device)
+    return scheduler
+
+
 def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: SamplingPlan,
            generator: torch.Generator, resume: SamplerState | None = None,
            callback: ProgressCallback | None = None) -> tuple[torch.Tensor, SamplerState | None]:
@@ -146,8 +154,7 @@ def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: S
         generator.set_state(resume.generator_state)
         x = latents
     else:
-        scheduler = build_scheduler(plan.sampler_name, plan.scheduler_name, scheduler_config)
-        scheduler.set_timesteps(plan.steps, device=latents.device)
+        scheduler = scheduled(plan, scheduler_config, latents.device)
         begin = step_start(scheduler, first, plan.steps)
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(begin)
@@ -168,16 +175,25 @@ def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: S
 def sample_model(model, positive, negative, cfg: float, latents: torch.Tensor, plan: SamplingPlan,
                  generator: torch.Generator, resume: SamplerState | None = None,
                  callback: ProgressCallback | None = None) -> tuple[torch.Tensor, SamplerState | None]:
-    """`sample` with a `ModelHandle`'s UNet, its family's guidance and its patches (installed for this call only),
-    on raw latents.
+    """`sample` with a `ModelHandle`'s UNet, its family's guidance, its context windows and its patches (installed
+    for this call only), on raw latents.
 
     The input is scaled into the UNet's latent space and the result scaled back; with no step to run the
     input comes back as it is.
     """
-    guidance = model.guidance(positive, negative, cfg, tuple(latents.shape))
-    predictor = GuidedNoisePredictor(model.unet, model.family.video_unet, guidance, model.dtype)
+    def guided(frames: int, positive, negative):
+        shape = (*latents.shape[:2], frames, *latents.shape[3:])
+        return GuidedNoisePredictor(model.unet, model.family.video_unet, model.guidance(positive, negative, cfg, shape),
+                                    model.dtype)
+
+    whole = guided(latents.shape[2], positive, negative)
+    if model.context_windows is None:
+        predictor = whole
+    else:
+        timesteps = scheduled(plan, model.scheduler_config, latents.device).timesteps
+        predictor = windowed(guided, (positive, negative), model.context_windows, timesteps, latents.shape[2])
     scaled = model_space(latents, model.latent_scale, resume)
-    controlnets = tuple(control.model for control in predictor.controls)
+    controlnets = tuple(control.model for control in whole.controls)
     with model.patched(frames_per_group=latents.shape[2], also=controlnets), torch.no_grad():
         out, state = sample(predictor, model.scheduler_config, scaled, plan, generator, resume, callback)
     if out is scaled:

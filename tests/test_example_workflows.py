@@ -94,5 +94,5 @@ def test_an_escaping_filename_prefix_is_refused_before_anything_runs():
 
     problems = validate_workflow(load("text2video", api=True), ['7.filename_prefix="../../escape"'])
     assert [str(problem) for problem in problems] == [
-        "node 7 (T2VSaveVideo): T2VSaveVideo: input 'filename_prefix': '../../escape' leads out of the output "
+        "node 7 (T2VSaveVideo) input 'filename_prefix': '../../escape' leads out of the output "
         "folder ('..'); remove the '..'"]

@@ -74,6 +74,7 @@ def test_1_api_node_whose_inputs_is_a_list_is_invalid(tmp_path):
 
 @pytest.mark.parametrize("field, value, message", [
     ("inputs", "abc", "node 2 (T2VTextEncode): 'inputs' is a string; it must be a list of slot objects"),
+    ("inputs", 7, "node 2 (T2VTextEncode): 'inputs' is a number; it must be a list of slot objects"),
     ("outputs", 7, "node 2 (T2VTextEncode): 'outputs' is a number"),
     ("widgets_values", "a fox", "node 2 (T2VTextEncode): 'widgets_values' is a string"),
 ])
@@ -123,7 +124,7 @@ def test_3_deeply_nested_json_is_refused_without_recursion_error(tmp_path, text,
 ])
 def test_4_filename_prefix_that_cannot_be_saved_is_refused_at_validation(tmp_path, prefix, message):
     status, stderr = run_cli(tmp_path, example("text2video"), "--set", f"7.filename_prefix={json.dumps(prefix)}")
-    assert_refused(status, stderr, "node 7 (T2VSaveVideo)", "input 'filename_prefix'", message)
+    assert_refused(status, stderr, "node 7 (T2VSaveVideo) input 'filename_prefix': ", message)
     assert not (tmp_path / "output").exists()
 
 
@@ -194,26 +195,26 @@ def test_6_non_finite_float_inputs_are_refused_by_validate_inputs(class_type):
             for value in (math.nan, math.inf, -math.inf):
                 verdict = node_class.VALIDATE_INPUTS(**{name: value})
                 assert isinstance(verdict, str) and verdict.startswith(f"{class_type}: input '{name}': "), verdict
-                assert "not a usable number; give a value in" in verdict
+                assert "is not a usable number; give one from" in verdict
 
 
 def test_6_float_inputs_named_in_validate_inputs_still_get_their_range_checked():
     assert nodes.NODE_CLASS_MAPPINGS["T2VSampler"].VALIDATE_INPUTS(cfg=7.0, denoise=0.5, eta=None) is True
     verdict = nodes.NODE_CLASS_MAPPINGS["T2VSampler"].VALIDATE_INPUTS(cfg=101.0)
-    assert verdict == "T2VSampler: input 'cfg': 101 is outside 0..100; give a value in that range"
+    assert verdict == "T2VSampler: input 'cfg': value 101.0 is bigger than max 100.0"
 
 
 @pytest.mark.parametrize("override", ["5.cfg=NaN", "5.denoise=Infinity", "5.cfg=\"nan\"", "7.fps=-Infinity"])
 def test_6_the_runner_refuses_non_finite_values_before_anything_runs(tmp_path, override):
     status, stderr = run_cli(tmp_path, example("text2video"), "--set", override)
     node_id, name = override.split("=")[0].split(".")
-    assert_refused(status, stderr, f"node {node_id} (", f"input '{name}': ", "is not a usable number")
+    assert_refused(status, stderr, f"node {node_id} (", f") input '{name}': value ", "is not a usable number")
     assert not (tmp_path / "output").exists()
 
 
 def test_6_a_linked_non_finite_fps_is_refused_when_the_node_runs(tmp_path):
     bridge.set_folders(output=tmp_path)
-    with pytest.raises(NodeInputError, match=r"T2VSaveVideo: input 'fps': nan is not a usable number"):
+    with pytest.raises(NodeInputError, match=r"T2VSaveVideo: input 'fps': value nan is not a usable number"):
         T2VSaveVideo().save(torch.rand(2, 8, 8, 3), math.nan, "video", "webm")
     assert list(tmp_path.iterdir()) == []
 
@@ -231,7 +232,7 @@ def test_7_a_five_megabyte_prompt_is_cut_early_and_logged_briefly(tiny_t2v, capl
     reference, _negative = text2video_pipeline(*tiny_t2v).encode_prompt(words[:2000], "cpu", 1, False)
     assert torch.equal(huge, reference)
     [warning] = [record.getMessage() for record in caplog.records if "longer than 77 tokens" in record.getMessage()]
-    assert "(5000000 characters)" in warning and len(warning) < 400
+    assert "(of 5000000 characters in all)" in warning and len(warning) < 400
 
 
 # --------------------------------------------------------------------------- 9, 10: Ctrl-C
