@@ -110,8 +110,8 @@ def _learn_merges(words: list[str]) -> list[tuple[str, str]]:
 
 
 def write_tokenizer(folder: Path, words: list[str] = (), pad_token: str = "<|endoftext|>") -> int:
-    """A CLIP tokenizer padding with `pad_token` whose whole words are `words` (none: character-level); any other
-    text falls back to characters. Returns the vocabulary size."""
+    """A CLIP tokenizer whose whole words are `words` (none: character-level), padding with `pad_token`; any
+    other text falls back to characters. Returns the vocabulary size."""
     alphabet = _byte_alphabet()
     merges = _learn_merges(list(words))
     tokens = alphabet + [c + "</w>" for c in alphabet] + ["".join(pair) for pair in merges]

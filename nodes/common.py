@@ -110,10 +110,13 @@ def as_tuple(value) -> tuple:
     return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
-def check_control_frames(node: str, conditioning, frames: int) -> None:
-    """Refuse control frames whose count is neither 1 nor the video's."""
+def check_control_frames(node: str, conditioning, frames: int, model: ModelHandle) -> None:
+    """Refuse control frames whose count is neither 1 nor the video's (and ControlNets under context windows)."""
     for _embeds, meta in conditioning:
         for spec in meta.get(CONTROL_KEY, ()):
+            if model.context_windows is not None:
+                raise NodeInputError(node, "model", "ControlNets do not run under T2VContextWindows yet; sample "
+                                                    "the controlled video without context windows")
             count = spec.images.shape[0]
             if count not in (1, frames):
                 raise NodeInputError(node, "latent", f"the ControlNet '{spec.controlnet.name}' has {count} control "

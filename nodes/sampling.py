@@ -106,7 +106,7 @@ class T2VSampler:
         check_step_range(start_step, end_step, steps)
         samples = video_latents(NODE, "latent", latent, model.device)
         check_latent_channels(NODE, "latent", samples, model)
-        check_control_frames(NODE, positive + negative, samples.shape[2])
+        check_control_frames(NODE, positive + negative, samples.shape[2], model)
         state = latent.get(RESUME_KEY)
         if state is not None and not add_noise and state.next_step == plan.first_step:
             problem = state.mismatch(plan, samples.shape)

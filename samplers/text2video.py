@@ -186,14 +186,14 @@ def sample_model(model, positive, negative, cfg: float, latents: torch.Tensor, p
         return GuidedNoisePredictor(model.unet, model.family.video_unet, model.guidance(positive, negative, cfg, shape),
                                     model.dtype)
 
-    whole_video = guided(latents.shape[2], positive, negative)
+    whole = guided(latents.shape[2], positive, negative)
     if model.context_windows is None:
-        predictor = whole_video
+        predictor = whole
     else:
         timesteps = scheduled(plan, model.scheduler_config, latents.device).timesteps
         predictor = windowed(guided, (positive, negative), model.context_windows, timesteps, latents.shape[2])
     scaled = model_space(latents, model.latent_scale, resume)
-    controlnets = tuple(control.model for control in whole_video.controls)
+    controlnets = tuple(control.model for control in whole.controls)
     with model.patched(frames_per_group=latents.shape[2], also=controlnets), torch.no_grad():
         out, state = sample(predictor, model.scheduler_config, scaled, plan, generator, resume, callback)
     if out is scaled:

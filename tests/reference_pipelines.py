@@ -73,4 +73,4 @@ def sdxl_modules(model, clip, vae, sampler_name="ddim", scheduler="normal") -> d
     (tokenizer, text_encoder), (tokenizer_2, text_encoder_2) = clip.encoders
     return dict(vae=vae.vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
                 tokenizer_2=tokenizer_2, unet=model.unet, add_watermarker=False,
-                scheduler=build_scheduler(sampler_name, scheduler, model.scheduler_config))
+                scheduler=reference_scheduler(sampler_name, scheduler, model.scheduler_config))

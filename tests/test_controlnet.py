@@ -6,7 +6,7 @@ import contextlib
 
 import pytest
 import torch
-from reference_pipelines import generator
+from reference_pipelines import generator, reference_scheduler
 from test_text2video_zero import NEGATIVE, PROMPT, decode, encode
 
 from comfyui_text2video.errors import NodeInputError
@@ -15,7 +15,6 @@ from comfyui_text2video.nodes.controlnet import T2VApplyControlNet, T2VControlNe
 from comfyui_text2video.nodes.latent import T2VEmptyLatentVideo
 from comfyui_text2video.nodes.sampling import T2VSampler
 from comfyui_text2video.nodes.text2video_zero import T2VCrossFrameAttention
-from comfyui_text2video.samplers.schedulers import build_scheduler
 
 WIDTH, HEIGHT, FRAMES = 64, 48, 3
 
@@ -54,7 +53,7 @@ def reference(handles, controlnet, images, *, sampler, steps, strength=1.0, star
     model, clip, vae = handles
     pipe = StableDiffusionControlNetPipeline(
         vae=vae.vae, text_encoder=clip.text_encoder, tokenizer=clip.tokenizer, unet=model.unet,
-        controlnet=controlnet.module, scheduler=build_scheduler(sampler, "normal", model.scheduler_config),
+        controlnet=controlnet.module, scheduler=reference_scheduler(sampler, "normal", model.scheduler_config),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     gen = generator(seed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference_pipelines import generator, reference_scheduler
 from test_controlnet import HEIGHT, WIDTH
 from test_text2video_zero import NEGATIVE, decode, encode
 
@@ -11,8 +12,6 @@ from comfyui_text2video.errors import NodeInputError
 from comfyui_text2video.nodes.instruct_pix2pix import T2VInstructPix2PixConditioning
 from comfyui_text2video.nodes.sampling import T2VSampler
 from comfyui_text2video.nodes.text2video_zero import T2VCrossFrameAttention
-from comfyui_text2video.samplers.schedulers import build_scheduler
-from reference_pipelines import generator
 
 INSTRUCTION = "make it winter"
 
@@ -31,7 +30,7 @@ def reference(handles, images, *, sampler, steps, cfg, image_cfg, seed=3):
     model, clip, vae = handles
     pipe = StableDiffusionInstructPix2PixPipeline(
         vae=vae.vae, text_encoder=clip.text_encoder, tokenizer=clip.tokenizer, unet=model.unet,
-        scheduler=build_scheduler(sampler, "normal", model.scheduler_config), safety_checker=None,
+        scheduler=reference_scheduler(sampler, "normal", model.scheduler_config), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     originals = model.unet.attn_processors
