@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import ModelLoadError, NodeInputError
 from ..models.controlnet import ControlSpec, available_controlnets, load_controlnet
 from ..models.families.base import CONTROL_KEY
+from .common import check_widget_values, validation_verdict
 from .vae import check_images
 
 
@@ -61,8 +62,15 @@ class T2VApplyControlNet:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, strength=None, start_percent=None, end_percent=None):
+        return validation_verdict(lambda: check_widget_values(cls, strength=strength, start_percent=start_percent,
+                                                              end_percent=end_percent))
+
     def apply(self, positive, negative, controlnet, images, strength, start_percent=0.0, end_percent=1.0):
         node = "T2VApplyControlNet"
+        check_widget_values(T2VApplyControlNet, strength=strength, start_percent=start_percent,
+                            end_percent=end_percent)
         check_images(node, "images", images)
         if start_percent > end_percent:
             raise NodeInputError(node, "end_percent", f"{end_percent} is before start_percent {start_percent}")

@@ -7,7 +7,7 @@ import torch
 from ..errors import NodeInputError
 from ..models.families.instruct_pix2pix import IMAGE_CFG, IMAGE_LATENTS
 from ..models.vae_ops import encode_frames
-from .common import StepProgress
+from .common import StepProgress, check_widget_values, validation_verdict
 from .vae import FRAMES_PER_BATCH, check_frame_size, check_images
 
 NODE = "T2VInstructPix2PixConditioning"
@@ -40,7 +40,12 @@ class T2VInstructPix2PixConditioning:
             "optional": {"frames_per_batch": FRAMES_PER_BATCH},
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, image_cfg=None):
+        return validation_verdict(lambda: check_widget_values(cls, image_cfg=image_cfg))
+
     def encode(self, positive, negative, vae, images, image_cfg, frames_per_batch=8):
+        check_widget_values(T2VInstructPix2PixConditioning, image_cfg=image_cfg)
         check_images(NODE, "images", images)
         check_frame_size(NODE, "images", images, vae.spatial_scale)
         if not positive:
