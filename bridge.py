@@ -94,6 +94,18 @@ def controlnet_roots() -> list[Path]:
     return [_headless_folder("models") / CONTROLNET_FOLDER]
 
 
+MOTION_ADAPTER_FOLDER = "animatediff_models"
+"""AnimateDiff-Evolved's folder name for motion modules, so both packs share one folder."""
+
+
+def motion_adapter_roots() -> list[Path]:
+    """Folders that hold motion adapters: ComfyUI's `models/animatediff_models` (headless:
+    `<data>/models/animatediff_models`)."""
+    if IN_COMFYUI:
+        return [Path(p) for p in _folder_paths.get_folder_paths(MOTION_ADAPTER_FOLDER)]
+    return [_headless_folder("models") / MOTION_ADAPTER_FOLDER]
+
+
 def builtin_cache_dir() -> Path:
     """Writable cache for the built-in tiny models, inside the pack's models folder."""
     return model_roots()[0][1] / ".builtin"
@@ -125,6 +137,8 @@ def _register_comfyui_folders() -> None:  # pragma: no cover - ComfyUI only
     the built-in models are cached in the first one, ComfyUI's own writable models folder."""
     _folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(_folder_paths.models_dir, MODEL_FOLDER),
                                         is_default=True)
+    _folder_paths.add_model_folder_path(MOTION_ADAPTER_FOLDER,  # shared with AnimateDiff-Evolved, which may add it too
+                                        os.path.join(_folder_paths.models_dir, MOTION_ADAPTER_FOLDER))
 
 
 if IN_COMFYUI:  # pragma: no cover

@@ -183,16 +183,22 @@ def _build(name: str, folder: Path) -> None:
 
 def ensure_builtin(name: str, cache_dir: Path) -> Path:
     """The folder of built-in model `name` (without prefix), building it on first use."""
+    return build_once(cache_dir, name, "model_index.json", lambda staging: _build(name, staging))
+
+
+def build_once(cache_dir: Path, name: str, marker: str, build) -> Path:
+    """`cache_dir/<name>-v<recipe>`, made by `build(staging folder)` unless it exists (has `marker`): built aside
+    and renamed into place, so a crash or a concurrent build never leaves a half-written folder."""
     folder = cache_dir / f"{name}-v{RECIPE_VERSION}"
-    if (folder / "model_index.json").is_file():
+    if (folder / marker).is_file():
         return folder
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir))
     try:
-        _build(name, staging)
+        build(staging)
         os.replace(staging, folder)
     except OSError:
-        if not (folder / "model_index.json").is_file():  # not built concurrently by another process
+        if not (folder / marker).is_file():  # not built concurrently by another process
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -37,6 +37,8 @@ class ModelFamily:
     text_encoders: tuple[TextEncoderSlot, ...] = (TextEncoderSlot("tokenizer", "text_encoder"),)
     video_unet = False  # the UNet takes video latents [B, C, F, h, w]; otherwise the frames are its batch
     concat_channels = 0  # channels of image latents joined to the UNet's input (InstructPix2Pix: 4)
+    steps_on_video = False  # the reference steps its scheduler on [B, C, F, h, w], not on the frames [B*F, C, h, w]
+    context_per_frame = False  # the UNet takes the text embedding once per frame (AnimateDiff's motion UNet)
 
     def __repr__(self) -> str:
         return f"<model family {self.name}>"
@@ -55,6 +57,10 @@ class ModelFamily:
     def image_model(self) -> bool:
         """An image UNet that samples frames as a batch: Text2Video-Zero and cross-frame attention apply."""
         return not self.video_unet
+
+    def frame_limit(self, unet_config) -> int | None:
+        """The most frames one model call can take (a motion module's positional table), or None for no limit."""
+        return None
 
     def latent_channels(self, unet_config) -> int:
         """Channels of the latents the model denoises (the UNet's input less any concatenated image latents)."""
