@@ -150,6 +150,28 @@ def _vae(scaling_factor: float):
         up_block_types=("UpDecoderBlock2D",) * blocks)
 
 
+IMAGE_SIZE = 224  # the image pipelines resize the image to 224x224 for CLIP
+
+
+def _image_encoder():
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    return CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=TEXT_WIDTH, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        image_size=IMAGE_SIZE, patch_size=32, projection_dim=TEXT_WIDTH))
+
+
+def _write_image_processor(folder: Path) -> None:
+    """A CLIP image processor's settings (the pack reads its crop size, mean and standard deviation)."""
+    folder.mkdir(parents=True)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "crop_size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        "size": {"shortest_edge": IMAGE_SIZE}, "do_center_crop": True, "do_convert_rgb": True, "do_normalize": True,
+        "do_rescale": True, "do_resize": True, "resample": 3, "rescale_factor": 1 / 255,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]},
+        indent=1))
+
+
 def _activate_zero_layers(model: torch.nn.Module) -> None:
     """Give zero-initialised weight matrices small random values, so every path affects the output."""
     for param in model.parameters():
@@ -171,6 +193,11 @@ def _build(name: str, folder: Path) -> None:
             components.append((encoder, _text_encoder(encoder_class, vocab_size)))
             index.update({tokenizer: ["transformers", "CLIPTokenizer"], encoder: ["transformers", encoder_class]})
         components.append(("vae", _vae(recipe.get("vae_scaling_factor", 0.18215))))
+        if recipe.get("image_encoder"):
+            components.append(("image_encoder", _image_encoder()))
+            _write_image_processor(folder / "feature_extractor")
+            index.update({"image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+                          "feature_extractor": ["transformers", "CLIPImageProcessor"]})
         for component, model in components:
             _activate_zero_layers(model)
             model.save_pretrained(folder / component, safe_serialization=True)

@@ -258,13 +258,13 @@ _cache = _ModelCache()
 
 
 def _read_info(folder: Path) -> _ModelInfo:
-    from transformers import CLIPTokenizer
+    import transformers
 
     family = _check_components(folder)
     tokenizers = []
     for slot in family.text_encoders:
         try:
-            tokenizers.append(CLIPTokenizer.from_pretrained(folder / slot.tokenizer))
+            tokenizers.append(getattr(transformers, slot.processor_class).from_pretrained(folder / slot.tokenizer))
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"{folder.name}: cannot load its {slot.tokenizer}: {exc}") from exc
     scheduler_config = dict(_read_json(folder / "scheduler" / "scheduler_config.json"))

@@ -186,8 +186,9 @@ def sample_model(model, positive, negative, cfg: float, latents: torch.Tensor, p
     """
     def guided(frames: int, positive, negative):
         shape = (*latents.shape[:2], frames, *latents.shape[3:])
-        return GuidedNoisePredictor(model.unet, model.family.video_unet, model.guidance(positive, negative, cfg, shape),
-                                    model.dtype, model.family.context_per_frame)
+        return GuidedNoisePredictor(model.family.denoiser(model.unet), model.family.video_unet,
+                                    model.guidance(positive, negative, cfg, shape), model.dtype,
+                                    model.family.context_per_frame)
 
     whole = guided(latents.shape[2], positive, negative)
     if model.context_windows is None:

@@ -17,11 +17,13 @@ CONTROL_KEY = "t2v_control"
 
 @dataclasses.dataclass(frozen=True)
 class TextEncoderSlot:
-    """A tokenizer + text encoder pair of a diffusers folder: the component folders and the encoder's class."""
+    """A tokenizer + text encoder pair of a diffusers folder: the component folders and the encoder's class
+    (for an image encoder, `tokenizer` is its image processor's folder and `processor_class` that class)."""
 
     tokenizer: str
     encoder: str
     encoder_class: str = "CLIPTextModel"
+    processor_class: str = "CLIPTokenizer"
 
 
 class ModelFamily:
@@ -78,6 +80,11 @@ class ModelFamily:
             return (f"it carries image latents for an InstructPix2Pix model (8 input channels), but this is a "
                     f"{self.description} model; load an InstructPix2Pix model")
         return None
+
+    def denoiser(self, unet: torch.nn.Module):
+        """The UNet as the sampler calls it: `(sample [N, C, F, h, w] or [N, C, h, w], t, encoder_hidden_states=,
+        added_cond_kwargs=, return_dict=False)`; most families' UNets take that as they are."""
+        return unet
 
     def condition(self, embeds: torch.Tensor, meta: dict, latent_shape: tuple, spatial_scale: int) -> Condition:
         """One core CONDITIONING entry as the UNet takes it, for latents of `latent_shape` `[B, C, F, h, w]`."""
