@@ -3,7 +3,8 @@
 `builtin:tiny-text2video` has a ModelScope/zeroscope-style 3D UNet, `builtin:tiny-sd15` a Stable
 Diffusion 1.5-style 2D UNet (for Text2Video-Zero), `builtin:tiny-sdxl` an SDXL-style one (two text
 encoders, pooled text embedding and time ids), `builtin:tiny-ip2p` an InstructPix2Pix-style one (8 input
-channels). All are built deterministically on first use,
+channels), `builtin:tiny-i2vgen-xl` an I2VGen-XL-style one (3D UNet, CLIP text and image encoders). All are built
+deterministically on first use,
 saved as an ordinary diffusers folder (safetensors weights; the tokenizer as `vocab.json` +
 `merges.txt` so every transformers version reads it) and then loaded like any other model.
 Their videos are noise: they exist so that workflows, the demo and the tests run anywhere in seconds.
@@ -61,6 +62,15 @@ def _unet_sdxl():
         projection_class_embeddings_input_dim=6 * 8 + TEXT_WIDTH)
 
 
+def _unet_i2vgen():
+    from diffusers import I2VGenXLUNet
+
+    return I2VGenXLUNet(
+        sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        cross_attention_dim=TEXT_WIDTH, attention_head_dim=8, norm_num_groups=8)
+
+
 _CLIP = (("tokenizer", "text_encoder", "CLIPTextModel", "<|endoftext|>"),)
 _SDXL_CLIPS = (*_CLIP, ("tokenizer_2", "text_encoder_2", "CLIPTextModelWithProjection", "!"))
 
@@ -75,6 +85,8 @@ BUILTINS = {
     "tiny-ip2p": {"pipeline": "StableDiffusionInstructPix2PixPipeline",
                   "unet": ("UNet2DConditionModel", functools.partial(_unet2d, 8)),
                   "scheduler": "EulerAncestralDiscreteScheduler"},
+    "tiny-i2vgen-xl": {"pipeline": "I2VGenXLPipeline", "unet": ("I2VGenXLUNet", _unet_i2vgen),
+                       "scheduler": "DDIMScheduler", "image_encoder": True},
 }
 
 

@@ -50,6 +50,8 @@ CONTRACT = {
     "T2VApplyMotionAdapter": (["model", "motion_adapter"], [], ("T2V_MODEL",)),
     "T2VFreeInit": (["model", "iterations", "method", "order", "spatial_stop_frequency", "temporal_stop_frequency"], [],
                     ("T2V_MODEL",)),
+    "T2VI2VGenXLConditioning": (["positive", "negative", "clip", "vae", "image", "width", "height", "frames",
+                                 "target_fps", "seed"], [], ("CONDITIONING", "CONDITIONING", "LATENT")),
 }
 
 

@@ -44,7 +44,8 @@ def test_lists_builtins_and_folders_by_relative_path(models_dir, builtin_folder)
     install(builtin_folder, models_dir, "text2video/mine")
     (models_dir / "text2video" / "not-a-model").mkdir()
     names = available_models()
-    builtins = ["builtin:tiny-text2video", "builtin:tiny-sd15", "builtin:tiny-sdxl", "builtin:tiny-ip2p"]
+    builtins = ["builtin:tiny-text2video", "builtin:tiny-sd15", "builtin:tiny-sdxl", "builtin:tiny-ip2p",
+                "builtin:tiny-i2vgen-xl"]
     assert names[:len(builtins)] == builtins
     assert set(names[len(builtins):]) == {"org/zeroscope-like", "mine"}
 

@@ -10,6 +10,9 @@ from ...samplers.guidance import Condition, Control, Guidance
 from ..text_encoding import run_text_encoder
 
 
+I2VGEN_IMAGE_LATENTS = "t2v_i2vgen_image_latents"
+"""The pack's conditioning key for I2VGen-XL's image latents (`T2VI2VGenXLConditioning`), scaled, `[1, C, h, w]`."""
+
 CONTROL_KEY = "t2v_control"
 """The pack's conditioning key for attached ControlNets (`T2VApplyControlNet`): a tuple of specs with
 `controlnet`, `images`, `strength`, `start`, `end`, applied together (stacked ControlNets add up)."""
@@ -41,6 +44,7 @@ class ModelFamily:
     concat_channels = 0  # channels of image latents joined to the UNet's input (InstructPix2Pix: 4)
     steps_on_video = False  # the reference steps its scheduler on [B, C, F, h, w], not on the frames [B*F, C, h, w]
     context_per_frame = False  # the UNet takes the text embedding once per frame (AnimateDiff's motion UNet)
+    context_windows = True  # T2VContextWindows can run it
 
     def __repr__(self) -> str:
         return f"<model family {self.name}>"
@@ -76,6 +80,9 @@ class ModelFamily:
 
     def conditioning_problem(self, meta: dict) -> str | None:
         """Why a core CONDITIONING entry with this metadata cannot condition the family's UNet, or None."""
+        if meta.get(I2VGEN_IMAGE_LATENTS) is not None:
+            return (f"it is I2VGen-XL image conditioning (T2VI2VGenXLConditioning), but this is a {self.description} "
+                    "model; sample it with the I2VGen-XL model")
         if self.concat_channels == 0 and meta.get("concat_latent_image") is not None:
             return (f"it carries image latents for an InstructPix2Pix model (8 input channels), but this is a "
                     f"{self.description} model; load an InstructPix2Pix model")
