@@ -3,7 +3,8 @@
 `builtin:tiny-text2video` has a ModelScope/zeroscope-style 3D UNet, `builtin:tiny-sd15` a Stable
 Diffusion 1.5-style 2D UNet (for Text2Video-Zero), `builtin:tiny-sdxl` an SDXL-style one (two text
 encoders, pooled text embedding and time ids), `builtin:tiny-ip2p` an InstructPix2Pix-style one (8 input
-channels). All are built deterministically on first use,
+channels), `builtin:tiny-svd` a Stable Video Diffusion-style one (spatio-temporal UNet, CLIP image encoder,
+temporal-decoder VAE, v-prediction Euler with Karras sigmas). All are built deterministically on first use,
 saved as an ordinary diffusers folder (safetensors weights; the tokenizer as `vocab.json` +
 `merges.txt` so every transformers version reads it) and then loaded like any other model.
 Their videos are noise: they exist so that workflows, the demo and the tests run anywhere in seconds.
@@ -61,6 +62,20 @@ def _unet_sdxl():
         projection_class_embeddings_input_dim=6 * 8 + TEXT_WIDTH)
 
 
+def _unet_svd():
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    return UNetSpatioTemporalConditionModel(
+        sample_size=8, in_channels=8, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"), cross_attention_dim=TEXT_WIDTH,
+        num_attention_heads=4, addition_time_embed_dim=8, projection_class_embeddings_input_dim=3 * 8, num_frames=14)
+
+
+def _vae_temporal(scaling_factor: float):
+    return _vae(scaling_factor, temporal=True)
+
+
 _CLIP = (("tokenizer", "text_encoder", "CLIPTextModel", "<|endoftext|>"),)
 _SDXL_CLIPS = (*_CLIP, ("tokenizer_2", "text_encoder_2", "CLIPTextModelWithProjection", "!"))
 
@@ -75,6 +90,12 @@ BUILTINS = {
     "tiny-ip2p": {"pipeline": "StableDiffusionInstructPix2PixPipeline",
                   "unet": ("UNet2DConditionModel", functools.partial(_unet2d, 8)),
                   "scheduler": "EulerAncestralDiscreteScheduler"},
+    "tiny-svd": {"pipeline": "StableVideoDiffusionPipeline", "unet": ("UNetSpatioTemporalConditionModel", _unet_svd),
+                 "scheduler": "EulerDiscreteScheduler", "text": (), "image_encoder": True,
+                 "vae": ("AutoencoderKLTemporalDecoder", _vae_temporal),
+                 "scheduler_extra": {"prediction_type": "v_prediction", "timestep_type": "continuous",
+                                     "use_karras_sigmas": True, "sigma_min": 0.002, "sigma_max": 700.0,
+                                     "interpolation_type": "linear", "timestep_spacing": "leading"}},
 }
 
 
@@ -139,15 +160,41 @@ def _text_encoder(class_name: str, vocab_size: int):
         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1))
 
 
-def _vae(scaling_factor: float):
-    from diffusers import AutoencoderKL
+def _vae(scaling_factor: float, temporal: bool = False):
+    from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder
 
     blocks = 4  # the real 8x spatial scale
+    if temporal:  # its decoder's group norms have 32 groups
+        return AutoencoderKLTemporalDecoder(
+            scaling_factor=scaling_factor, in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+            sample_size=64, block_out_channels=(32,) * blocks, down_block_types=("DownEncoderBlock2D",) * blocks)
     return AutoencoderKL(
         scaling_factor=scaling_factor, in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
         norm_num_groups=8, sample_size=64,
         block_out_channels=(16, 16, 32, 32), down_block_types=("DownEncoderBlock2D",) * blocks,
         up_block_types=("UpDecoderBlock2D",) * blocks)
+
+
+IMAGE_SIZE = 224  # the reference resizes the image to 224x224 for CLIP, whatever the encoder's size
+
+
+def _image_encoder():
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    return CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=TEXT_WIDTH, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        image_size=IMAGE_SIZE, patch_size=32, projection_dim=TEXT_WIDTH))
+
+
+def _write_image_processor(folder: Path) -> None:
+    """CLIP's image processor settings (its mean and standard deviation are what the pack reads)."""
+    folder.mkdir(parents=True)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "crop_size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        "size": {"shortest_edge": IMAGE_SIZE}, "do_center_crop": True, "do_convert_rgb": True, "do_normalize": True,
+        "do_rescale": True, "do_resize": True, "resample": 3, "rescale_factor": 1 / 255,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]},
+        indent=1))
 
 
 def _activate_zero_layers(model: torch.nn.Module) -> None:
@@ -170,14 +217,20 @@ def _build(name: str, folder: Path) -> None:
             vocab_size = write_tokenizer(folder / tokenizer, pad_token=pad_token)
             components.append((encoder, _text_encoder(encoder_class, vocab_size)))
             index.update({tokenizer: ["transformers", "CLIPTokenizer"], encoder: ["transformers", encoder_class]})
-        components.append(("vae", _vae(recipe.get("vae_scaling_factor", 0.18215))))
+        vae_class, make_vae = recipe.get("vae", ("AutoencoderKL", _vae))
+        components.append(("vae", make_vae(recipe.get("vae_scaling_factor", 0.18215))))
+        if recipe.get("image_encoder"):
+            components.append(("image_encoder", _image_encoder()))
+            _write_image_processor(folder / "feature_extractor")
+            index.update({"image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+                          "feature_extractor": ["transformers", "CLIPImageProcessor"]})
         for component, model in components:
             _activate_zero_layers(model)
             model.save_pretrained(folder / component, safe_serialization=True)
     (folder / "scheduler").mkdir()
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(
         {"_class_name": recipe["scheduler"], **_SCHEDULER, **recipe.get("scheduler_extra", {})}, indent=1))
-    index.update({"vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", recipe["scheduler"]]})
+    index.update({"vae": ["diffusers", vae_class], "scheduler": ["diffusers", recipe["scheduler"]]})
     (folder / "model_index.json").write_text(json.dumps(index, indent=1))
 
 

@@ -46,6 +46,8 @@ CONTRACT = {
                            ["start_percent", "end_percent"], ("CONDITIONING", "CONDITIONING")),
     "T2VInstructPix2PixConditioning": (["positive", "negative", "vae", "images", "image_cfg"], ["frames_per_batch"],
                                        ("CONDITIONING", "CONDITIONING", "LATENT")),
+    "T2VSVDConditioning": (["clip", "vae", "image", "width", "height", "frames", "fps", "motion_bucket_id",
+                            "noise_aug_strength", "seed", "min_cfg"], [], ("CONDITIONING", "CONDITIONING", "LATENT")),
 }
 
 

@@ -29,6 +29,7 @@ SMALL = {
     "controlnet_video": (["4.width=64", "4.height=48", "4.frame_limit=3", "8.width=64", "8.height=48", "9.steps=3"],
                          (3, 64, 48)),
     "instruct_pix2pix_video": (["4.width=64", "4.height=48", "4.frame_limit=3", "7.steps=3"], (3, 64, 48)),
+    "svd_image_to_video": (["3.width=64", "3.height=48", "3.frames=3", "4.steps=3"], (3, 64, 48)),
 }
 
 
