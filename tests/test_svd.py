@@ -90,6 +90,18 @@ def test_the_first_frames_guidance_is_min_cfg(tiny_svd):
     assert change[0] > 0 and change[-1] < change[0] / 10
 
 
+def test_a_split_run_equals_the_whole_run(tiny_svd):
+    model = tiny_svd[0]
+    positive, negative, latent = svd_inputs(tiny_svd, frames=3)
+    sampler = T2VSampler()
+    whole = sampler.sample(model, positive, negative, latent, 4, 4, 3.0, "euler", "karras", 1.0)[0]
+    first = sampler.sample(model, positive, negative, latent, 4, 4, 3.0, "euler", "karras", 1.0, end_step=2,
+                           return_with_leftover_noise=True)[0]
+    rest = sampler.sample(model, positive, negative, first, 4, 4, 3.0, "euler", "karras", 1.0, start_step=2,
+                          add_noise=False)[0]
+    assert torch.equal(rest["samples"], whole["samples"])
+
+
 def test_the_text_encoder_refuses_an_svd_image_encoder(tiny_svd):
     with pytest.raises(NodeInputError, match=r"T2VTextEncode: input 'clip'.*CLIP image encoder.*T2VSVDConditioning"):
         T2VTextEncode().encode(tiny_svd[1], "a cat")
