@@ -60,7 +60,7 @@ class T2VSVDConditioning:
                 "noise_aug_strength": ("FLOAT", {"default": 0.02, "min": 0.0, "max": 10.0, "step": 0.01,
                                                  "tooltip": "Noise added to the image before encoding: more lets "
                                                             "the video stray further from it."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED,
+                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                                  "tooltip": "Seed of the augmentation noise. Give it T2VSampler's seed to get "
                                             "diffusers' video for that seed (the sampler draws after this noise, "
                                             "as diffusers does)."}),
