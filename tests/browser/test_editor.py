@@ -14,6 +14,10 @@ from comfyui_text2video.media import video_io
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "example_workflows").glob("*.json"))
+ON_USER_CHECKPOINTS = {"text2video_zero_checkpoint", "text2video_zero_controlnet", "video_instruct_pix2pix_checkpoint"}
+"""Examples on the user's own checkpoint, LoRA and ControlNet files: here they load by drop; their runs (with
+files made for the purpose) are in tests/integration/test_server_core_model.py."""
+RUNNABLE = [path for path in EXAMPLES if path.stem not in ON_USER_CHECKPOINTS]
 FORMATS_IN_A_ROW = ["mp4", "webp", "gif", "png", "webm", "mp4"]
 """The issue's sequence: a video first, then image kinds, then a video again, all on one save node."""
 ELEMENT_OF_FORMAT = {"mp4": "video", "webm": "video", "gif": "img", "webp": "img", "png": "img"}
@@ -73,8 +77,25 @@ def test_editor_loads_the_pack_and_finds_its_nodes_in_search(editor):
     assert editor.evaluate("(id) => app.graph.getNodeById(id).type", added) == "T2VSampler"
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[path.stem for path in EXAMPLES])
-def test_each_example_loads_by_drop_runs_and_its_video_restores_it(editor, comfy, example):
+@pytest.fixture(scope="module")
+def input_clip(comfy, clips) -> Path:
+    """`clip.mp4` in the server's input folder: the clip the video-editing examples load."""
+    target = comfy.input_dir / "clip.mp4"
+    target.write_bytes(clips["mp4"].read_bytes())
+    return target
+
+
+@pytest.mark.parametrize("example", [path for path in EXAMPLES if path.stem in ON_USER_CHECKPOINTS],
+                         ids=sorted(ON_USER_CHECKPOINTS))
+def test_each_example_on_user_checkpoints_loads_by_drop_with_its_widgets(editor, example):
+    workflow = json.loads(example.read_text())
+    editor.drop_workflow(example, node_types(workflow))
+    assert editor.missing_node_types() == []
+    assert widget_values(editor.graph()) == widget_values(workflow)
+
+
+@pytest.mark.parametrize("example", RUNNABLE, ids=[path.stem for path in RUNNABLE])
+def test_each_example_loads_by_drop_runs_and_its_video_restores_it(editor, comfy, input_clip, example):
     workflow = json.loads(example.read_text())
     editor.drop_workflow(example, node_types(workflow))
     assert editor.missing_node_types() == []
@@ -219,7 +240,9 @@ def test_template_browser_lists_the_demo_first_with_thumbnails(editor, comfy):
     cards.first.wait_for(timeout=20_000)
     names = [card.get_attribute("data-testid").removeprefix("template-workflow-") for card in cards.all()]
     assert names[0] == "text2video" and sorted(names) == sorted(templates)
-    editor.page.wait_for_function(
-        "() => [...document.querySelectorAll(\"[data-testid^='template-workflow-'] img\")]"
-        ".every((img) => img.complete && img.naturalWidth > 0)", timeout=20_000)
+    for card in cards.all():  # the browser loads a card's thumbnail once the card scrolls into view
+        card.scroll_into_view_if_needed()
+        card.locator("img").first.wait_for(timeout=20_000)
+        editor.page.wait_for_function("(card) => [...card.querySelectorAll('img')].some((img) => img.complete "
+                                      "&& img.naturalWidth > 0)", arg=card.element_handle(), timeout=20_000)
     editor.screenshot("templates")
