@@ -3,8 +3,9 @@
 `builtin:tiny-text2video` has a ModelScope/zeroscope-style 3D UNet, `builtin:tiny-sd15` a Stable
 Diffusion 1.5-style 2D UNet (for Text2Video-Zero), `builtin:tiny-sdxl` an SDXL-style one (two text
 encoders, pooled text embedding and time ids), `builtin:tiny-ip2p` an InstructPix2Pix-style one (8 input
-channels), `builtin:tiny-i2vgen-xl` an I2VGen-XL-style one (3D UNet, CLIP text and image encoders). All are built
-deterministically on first use,
+channels), `builtin:tiny-svd` a Stable Video Diffusion-style one (spatio-temporal UNet, CLIP image encoder,
+temporal-decoder VAE, v-prediction Euler with Karras sigmas), `builtin:tiny-i2vgen-xl` an I2VGen-XL-style one (3D
+UNet, CLIP text and image encoders). All are built deterministically on first use,
 saved as an ordinary diffusers folder (safetensors weights; the tokenizer as `vocab.json` +
 `merges.txt` so every transformers version reads it) and then loaded like any other model.
 Their videos are noise: they exist so that workflows, the demo and the tests run anywhere in seconds.
@@ -69,6 +70,18 @@ def _unet_i2vgen():
         sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
         down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
         cross_attention_dim=TEXT_WIDTH, attention_head_dim=8, norm_num_groups=8)
+def _unet_svd():
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    return UNetSpatioTemporalConditionModel(
+        sample_size=8, in_channels=8, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"), cross_attention_dim=TEXT_WIDTH,
+        num_attention_heads=4, addition_time_embed_dim=8, projection_class_embeddings_input_dim=3 * 8, num_frames=14)
+
+
+def _vae_temporal(scaling_factor: float):
+    return _vae(scaling_factor, temporal=True)
 
 
 _CLIP = (("tokenizer", "text_encoder", "CLIPTextModel", "<|endoftext|>"),)
@@ -85,6 +98,12 @@ BUILTINS = {
     "tiny-ip2p": {"pipeline": "StableDiffusionInstructPix2PixPipeline",
                   "unet": ("UNet2DConditionModel", functools.partial(_unet2d, 8)),
                   "scheduler": "EulerAncestralDiscreteScheduler"},
+    "tiny-svd": {"pipeline": "StableVideoDiffusionPipeline", "unet": ("UNetSpatioTemporalConditionModel", _unet_svd),
+                 "scheduler": "EulerDiscreteScheduler", "text": (), "image_encoder": True,
+                 "vae": ("AutoencoderKLTemporalDecoder", _vae_temporal),
+                 "scheduler_extra": {"prediction_type": "v_prediction", "timestep_type": "continuous",
+                                     "use_karras_sigmas": True, "sigma_min": 0.002, "sigma_max": 700.0,
+                                     "interpolation_type": "linear", "timestep_spacing": "leading"}},
     "tiny-i2vgen-xl": {"pipeline": "I2VGenXLPipeline", "unet": ("I2VGenXLUNet", _unet_i2vgen),
                        "scheduler": "DDIMScheduler", "image_encoder": True},
 }
@@ -151,10 +170,14 @@ def _text_encoder(class_name: str, vocab_size: int):
         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1))
 
 
-def _vae(scaling_factor: float):
-    from diffusers import AutoencoderKL
+def _vae(scaling_factor: float, temporal: bool = False):
+    from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder
 
     blocks = 4  # the real 8x spatial scale
+    if temporal:  # its decoder's group norms have 32 groups
+        return AutoencoderKLTemporalDecoder(
+            scaling_factor=scaling_factor, in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+            sample_size=64, block_out_channels=(32,) * blocks, down_block_types=("DownEncoderBlock2D",) * blocks)
     return AutoencoderKL(
         scaling_factor=scaling_factor, in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
         norm_num_groups=8, sample_size=64,
@@ -162,7 +185,7 @@ def _vae(scaling_factor: float):
         up_block_types=("UpDecoderBlock2D",) * blocks)
 
 
-IMAGE_SIZE = 224  # the image pipelines resize the image to 224x224 for CLIP
+IMAGE_SIZE = 224  # the reference resizes the image to 224x224 for CLIP, whatever the encoder's size
 
 
 def _image_encoder():
@@ -174,7 +197,7 @@ def _image_encoder():
 
 
 def _write_image_processor(folder: Path) -> None:
-    """A CLIP image processor's settings (the pack reads its crop size, mean and standard deviation)."""
+    """CLIP's image processor settings (its mean and standard deviation are what the pack reads)."""
     folder.mkdir(parents=True)
     (folder / "preprocessor_config.json").write_text(json.dumps({
         "image_processor_type": "CLIPImageProcessor", "crop_size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
@@ -204,7 +227,8 @@ def _build(name: str, folder: Path) -> None:
             vocab_size = write_tokenizer(folder / tokenizer, pad_token=pad_token)
             components.append((encoder, _text_encoder(encoder_class, vocab_size)))
             index.update({tokenizer: ["transformers", "CLIPTokenizer"], encoder: ["transformers", encoder_class]})
-        components.append(("vae", _vae(recipe.get("vae_scaling_factor", 0.18215))))
+        vae_class, make_vae = recipe.get("vae", ("AutoencoderKL", _vae))
+        components.append(("vae", make_vae(recipe.get("vae_scaling_factor", 0.18215))))
         if recipe.get("image_encoder"):
             components.append(("image_encoder", _image_encoder()))
             _write_image_processor(folder / "feature_extractor")
@@ -216,7 +240,7 @@ def _build(name: str, folder: Path) -> None:
     (folder / "scheduler").mkdir()
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(
         {"_class_name": recipe["scheduler"], **_SCHEDULER, **recipe.get("scheduler_extra", {})}, indent=1))
-    index.update({"vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", recipe["scheduler"]]})
+    index.update({"vae": ["diffusers", vae_class], "scheduler": ["diffusers", recipe["scheduler"]]})
     (folder / "model_index.json").write_text(json.dumps(index, indent=1))
 
 

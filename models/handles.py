@@ -131,6 +131,7 @@ class VaeHandle(_Managed):
     device: torch.device
     managed: ManagedModule | None = None  # the VAE under the host's memory management
     tiling: VaeTiling | None = None  # decode and encode large frames in blended tiles (T2VVAETiling)
+    temporal: bool = False  # a temporal decoder (SVD's): the frames of one decode call are decoded together
 
     def with_tiling(self, tiling: VaeTiling) -> "VaeHandle":
         return dataclasses.replace(self, tiling=tiling)

@@ -81,14 +81,14 @@ def check_conditioning(node: str, input_name: str, conditioning, model: ModelHan
     if not conditioning:
         raise NodeInputError(node, input_name, "the conditioning is empty; connect a T2VTextEncode output")
     for embeds, meta in conditioning:
+        problem = model.family.conditioning_problem(meta)
+        if problem:
+            raise NodeInputError(node, input_name, problem)
         if embeds.shape[-1] != model.cross_attention_dim:
             raise NodeInputError(
                 node, input_name,
                 f"the conditioning is {embeds.shape[-1]} wide but the model '{model.name}' expects "
                 f"{model.cross_attention_dim}; encode the text with the T2V_CLIP loaded with this model")
-        problem = model.family.conditioning_problem(meta)
-        if problem:
-            raise NodeInputError(node, input_name, problem)
         for spec in meta.get(CONTROL_KEY, ()):
             check_controlnet_fits(node, input_name, spec.controlnet, model)
 

@@ -179,7 +179,7 @@ def sample_model(model, positive, negative, cfg: float, latents: torch.Tensor, p
                  generator: torch.Generator, resume: SamplerState | None = None,
                  callback: ProgressCallback | None = None) -> tuple[torch.Tensor, SamplerState | None]:
     """`sample` with a `ModelHandle`'s UNet, its family's guidance, its context windows and its patches (installed
-    for this call only), on raw latents.
+    for this call only), on raw latents, drawing the noise as the family's reference does.
 
     The input is scaled into the UNet's latent space and the result scaled back; with no step to run the
     input comes back as it is.
@@ -197,6 +197,10 @@ def sample_model(model, positive, negative, cfg: float, latents: torch.Tensor, p
         timesteps = scheduled(plan, model.scheduler_config, latents.device).timesteps
         predictor = windowed(guided, (positive, negative), model.context_windows, timesteps, latents.shape[2])
     scaled = model_space(latents, model.latent_scale, resume)
+    if plan.frame_noise == "per_video":  # a video's noise in the layout of the family's reference
+        plan = dataclasses.replace(plan, frame_noise=model.family.video_noise)
+    for shape in model.family.draws_before_noise(tuple(latents.shape), model.spatial_scale):
+        randn(shape, generator, torch.device("cpu"))  # drawn by the conditioning node from the same seed
     controlnets = tuple(control.model for control in whole.controls)
     with model.patched(frames_per_group=latents.shape[2], also=controlnets), torch.no_grad():
         if model.free_init is None:

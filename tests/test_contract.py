@@ -52,6 +52,8 @@ CONTRACT = {
                     ("T2V_MODEL",)),
     "T2VI2VGenXLConditioning": (["positive", "negative", "clip", "vae", "image", "width", "height", "frames",
                                  "target_fps", "seed"], [], ("CONDITIONING", "CONDITIONING", "LATENT")),
+    "T2VSVDConditioning": (["clip", "vae", "image", "width", "height", "frames", "fps", "motion_bucket_id",
+                            "noise_aug_strength", "seed", "min_cfg"], [], ("CONDITIONING", "CONDITIONING", "LATENT")),
 }
 
 

@@ -44,6 +44,10 @@ class ModelFamily:
     concat_channels = 0  # channels of image latents joined to the UNet's input (InstructPix2Pix: 4)
     steps_on_video = False  # the reference steps its scheduler on [B, C, F, h, w], not on the frames [B*F, C, h, w]
     context_per_frame = False  # the UNet takes the text embedding once per frame (AnimateDiff's motion UNet)
+    vae_class = "AutoencoderKL"
+    temporal_vae = False  # its VAE decodes a chunk of frames together (`num_frames`): SVD's temporal decoder
+    encodes_text = True  # its T2V_CLIP is a text encoder (SVD's is a CLIP image encoder)
+    video_noise = "per_video"  # the `frame_noise` layout its reference draws a video's noise in (FRAME_NOISE)
     context_windows = True  # T2VContextWindows can run it
 
     def __repr__(self) -> str:
@@ -83,6 +87,9 @@ class ModelFamily:
         if meta.get(I2VGEN_IMAGE_LATENTS) is not None:
             return (f"it is I2VGen-XL image conditioning (T2VI2VGenXLConditioning), but this is a {self.description} "
                     "model; sample it with the I2VGen-XL model")
+        if meta.get("motion_bucket_id") is not None:
+            return (f"it is Stable Video Diffusion image conditioning (T2VSVDConditioning), but this is a "
+                    f"{self.description} model; load a Stable Video Diffusion model")
         if self.concat_channels == 0 and meta.get("concat_latent_image") is not None:
             return (f"it carries image latents for an InstructPix2Pix model (8 input channels), but this is a "
                     f"{self.description} model; load an InstructPix2Pix model")
@@ -92,6 +99,11 @@ class ModelFamily:
         """The UNet as the sampler calls it: `(sample [N, C, F, h, w] or [N, C, h, w], t, encoder_hidden_states=,
         added_cond_kwargs=, return_dict=False)`; most families' UNets take that as they are."""
         return unet
+
+    def draws_before_noise(self, latent_shape: tuple, spatial_scale: int) -> tuple[tuple, ...]:
+        """Shapes of the random draws the family's reference makes from the seed's generator before the initial
+        noise, which its conditioning node made from its own seed: the sampler draws them too, to stay in step."""
+        return ()
 
     def condition(self, embeds: torch.Tensor, meta: dict, latent_shape: tuple, spatial_scale: int) -> Condition:
         """One core CONDITIONING entry as the UNet takes it, for latents of `latent_shape` `[B, C, F, h, w]`."""

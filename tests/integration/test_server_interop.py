@@ -113,3 +113,21 @@ def test_an_uploaded_video_is_offered_by_t2v_load_video(comfy, sample_video, obj
     assert uploaded["type"] == "input"
     assert uploaded["name"] in object_info_choices("T2VLoadVideo", "video")
     assert uploaded["name"] in object_info_choices("LoadVideo", "file")
+
+
+def test_core_load_image_drives_stable_video_diffusion(comfy, input_frames):
+    prompt = {
+        "1": wf.node("T2VModelLoader", model_name="builtin:tiny-svd", dtype="auto"),
+        "2": wf.node("LoadImage", image=input_frames[1]),
+        "3": wf.node("T2VSVDConditioning", clip=wf.link("1", 1), vae=wf.link("1", 2), image=wf.link("2"), width=64,
+                     height=48, frames=3, fps=7, motion_bucket_id=127, noise_aug_strength=0.02, seed=5, min_cfg=1.0),
+        "4": wf.node("T2VSampler", model=wf.link("1"), positive=wf.link("3"), negative=wf.link("3", 1),
+                     latent=wf.link("3", 2), seed=5, steps=2, cfg=3.0, sampler_name="euler", scheduler="karras",
+                     denoise=1.0),
+        "5": wf.node("T2VVAEDecode", vae=wf.link("1", 2), latent=wf.link("4")),
+        "7": wf.save_video(wf.link("5"), "it/svd-load-image"),
+    }
+    run = comfy.run(prompt)
+    assert run.status == "success", run.error()
+    (video,) = written_files(comfy, run)
+    assert frame_count(video) == 3
