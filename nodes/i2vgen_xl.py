@@ -46,7 +46,7 @@ class T2VI2VGenXLConditioning:
                 "target_fps": ("INT", {"default": 16, "min": 1, "max": 1000,
                                        "tooltip": "The frame rate the model makes the motion for (a condition of "
                                                   "the UNet); save the video at this fps."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED,
+                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                                  "tooltip": "Seed of the image's VAE posterior sample. Give it T2VSampler's seed for "
                                             "diffusers' video of that seed (diffusers draws this sample from torch's "
                                             "global generator)."}),

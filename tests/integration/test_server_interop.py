@@ -147,7 +147,7 @@ def test_core_load_image_drives_i2vgen_xl(comfy, input_frames):
     }
     run = comfy.run(prompt)
     assert run.status == "success", run.error()
-    (video,) = written_files(comfy, run)
+    (video,) = written_files(comfy, run, "9")
     assert frame_count(video) == 3
 
 
@@ -165,5 +165,5 @@ def test_animatediff_with_the_builtin_motion_adapter_runs(comfy):
     }
     run = comfy.run(prompt)
     assert run.status == "success", run.error()
-    (video,) = written_files(comfy, run)
+    (video,) = written_files(comfy, run, "10")
     assert frame_count(video) == 4
