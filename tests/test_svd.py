@@ -91,6 +91,17 @@ def test_the_first_frames_guidance_is_min_cfg(tiny_svd):
     assert change[0] > 0 and change[-1] < change[0] / 10
 
 
+def test_core_style_conditioning_ramps_the_guidance_up_from_1(tiny_svd):
+    """Conditioning with core's keys only (as core SVD_img2vid_Conditioning makes it) samples as min_cfg 1 does."""
+    model = tiny_svd[0]
+    positive, negative, latent = svd_inputs(tiny_svd, frames=3)  # min_cfg 1
+    core = [[[embeds, {k: v for k, v in meta.items() if k != "t2v_min_cfg"}] for embeds, meta in conditioning]
+            for conditioning in (positive, negative)]
+    ours = T2VSampler().sample(model, positive, negative, latent, 2, 2, 3.0, "euler", "karras", 1.0)[0]
+    theirs = T2VSampler().sample(model, *core, latent, 2, 2, 3.0, "euler", "karras", 1.0)[0]
+    assert torch.equal(ours["samples"], theirs["samples"])
+
+
 def test_a_split_run_equals_the_whole_run(tiny_svd):
     model = tiny_svd[0]
     positive, negative, latent = svd_inputs(tiny_svd, frames=3)
