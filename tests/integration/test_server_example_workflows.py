@@ -78,8 +78,8 @@ def node_problems(node: dict, object_info: dict) -> list[str]:
     if len(values) not in (expected, expected + uploads):
         return [f"{label}: {len(values)} widget values, expected {expected} for the widgets "
                 f"{[w[0] for w in widgets]} and a control_after_generate value after each seed"]
-    stores_upload_value = uploads and len(values) == expected + uploads  # some editors keep the button's value
-    remaining = list(values)
+    # recent editors keep the upload button's value, after all other widgets
+    remaining = list(values[:expected])
     problems = []
     for name, kind, options in widgets:
         problem = value_problem(node_type, name, kind, options, remaining.pop(0))
@@ -89,8 +89,6 @@ def node_problems(node: dict, object_info: dict) -> list[str]:
             control = remaining.pop(0)
             if control not in SEED_CONTROL_VALUES:
                 problems.append(f"{label}: input '{name}': control_after_generate value {control!r}")
-        if stores_upload_value and is_upload(options):
-            remaining.pop(0)
     return problems
 
 
