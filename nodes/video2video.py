@@ -71,7 +71,8 @@ class T2VVideoToVideo:
                width=0, height=0, frames_per_batch=8):
         check_widget_values(T2VVideoToVideo, cfg=cfg, strength=strength)
         plan = SamplingPlan(sampler_name, scheduler, steps, denoise=strength, noise_input_at_start=True)
-        check_sampler_choice(NODE, sampler_name, scheduler, partial=plan.first_step > 0)
+        check_sampler_choice(NODE, sampler_name, scheduler, partial=plan.first_step > 0,
+                             scheduler_config=model.scheduler_config)
         images, _fps = input_frames(NODE, "images", images)
         check_frame_limit(NODE, "images", images.shape[0], model)
         check_free_init(NODE, model, plan)
