@@ -24,8 +24,6 @@ Method as in `text2video.py` (details in `common.py`): each measured call in a f
 warm-up, variants alternating, medians; peak memory above what was in use before the call, on CPU as the
 RSS peak with glibc's allocator as it comes and as the live peak (glibc returning freed blocks at once).
 
-Measured (2026-11-29, 2 shared cores at load ~7, 1 torch thread, float32, 8 frames 128x128, 3 rounds):
-FIGURES
 Run: `python benchmarks/text2video_zero_families.py` (about 25 minutes on a busy 2-core machine; `--paths sdxl ip2p`
 runs some of them).
 """
