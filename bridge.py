@@ -139,9 +139,11 @@ def add_json_route(path: str, handler) -> None:
     import asyncio
 
     from aiohttp import web
-    from server import PromptServer
 
-    if getattr(PromptServer, "instance", None) is None:  # ComfyUI's modules without its server (its unit tests)
+    # ComfyUI's modules without its server (its unit tests, scripts): `server` is not imported, or has no
+    # instance. Importing it here could fail in such a script (its `utils` package shadowed), so it is not.
+    PromptServer = getattr(sys.modules.get("server"), "PromptServer", None)
+    if getattr(PromptServer, "instance", None) is None:
         return
 
     async def respond(request):

@@ -15,8 +15,8 @@ from comfyui_text2video.media import video_io
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "example_workflows").glob("*.json"))
 ON_USER_CHECKPOINTS = {"text2video_zero_checkpoint", "text2video_zero_controlnet", "video_instruct_pix2pix_checkpoint"}
-"""Examples on the user's own checkpoint, LoRA and ControlNet files: here they load by drop; their runs (with
-files made for the purpose) are in tests/integration/test_server_core_model.py."""
+"""Examples on the user's own checkpoint, LoRA and ControlNet files: they run here on small files made for the
+purpose (`user_files`), as in tests/integration/test_server_core_model.py."""
 RUNNABLE = [path for path in EXAMPLES if path.stem not in ON_USER_CHECKPOINTS]
 FORMATS_IN_A_ROW = ["mp4", "webp", "gif", "png", "webm", "mp4"]
 """The issue's sequence: a video first, then image kinds, then a video again, all on one save node."""
@@ -77,6 +77,18 @@ def test_editor_loads_the_pack_and_finds_its_nodes_in_search(editor):
     assert editor.evaluate("(id) => app.graph.getNodeById(id).type", added) == "T2VSampler"
 
 
+USER_SETTINGS = {
+    "text2video_zero_checkpoint": {1: {"ckpt_name": "t2v-it-sd15.safetensors"}, 2: {"lora_name": "t2v-it-lora.safetensors"},
+                                   6: {"width": 64, "height": 64}, 7: {"steps": 4, "t0": 1, "t1": 2}, 10: {"frames": 4}},
+    "text2video_zero_controlnet": {1: {"ckpt_name": "t2v-it-sd15.safetensors"}, 2: {"lora_name": "t2v-it-lora.safetensors"},
+                                   7: {"steps": 4, "t0": 1, "t1": 2}, 20: {"file": "user-clip.mp4"},
+                                   23: {"control_net_name": "t2v-it-controlnet.safetensors"}},
+    "video_instruct_pix2pix_checkpoint": {1: {"ckpt_name": "t2v-it-sd15-ip2p.safetensors"}, 10: {"steps": 4},
+                                          20: {"file": "user-clip.mp4"}},
+}
+"""What a user picks in the examples on their own models: the files of `user_files`, a small size, few steps."""
+
+
 @pytest.fixture(scope="module")
 def input_clip(comfy, clips) -> Path:
     """`clip.mp4` in the server's input folder: the clip the video-editing examples load."""
@@ -85,12 +97,28 @@ def input_clip(comfy, clips) -> Path:
     return target
 
 
-@pytest.mark.parametrize("example", [path for path in EXAMPLES if path.stem in ON_USER_CHECKPOINTS],
-                         ids=sorted(ON_USER_CHECKPOINTS))
-def test_each_example_on_user_checkpoints_loads_by_drop_with_its_widgets(editor, example):
-    workflow = json.loads(example.read_text())
-    editor.drop_workflow(example, node_types(workflow))
-    assert editor.missing_node_types() == []
+@pytest.fixture(scope="module")
+def user_files(comfy) -> dict[str, str]:
+    """A user's models, made small (checkpoints saved by core CheckpointSave, a LoRA, a ControlNet), and a
+    6-frame 64x64 clip `user-clip.mp4` in the input folder. Made before the editor opens, so its lists show them."""
+    from user_models import make_model_files, save_checkpoints
+
+    frames = torch.rand(6, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    video_io.write_video(frames, comfy.input_dir / "user-clip.mp4", "mp4", 8.0)
+    make_model_files(comfy)
+    return save_checkpoints(comfy)
+
+
+def run_and_restore(editor, comfy, workflow: dict) -> None:
+    """Run from the Run button; the save node shows the written file, and the file dropped back restores the
+    workflow's widget values."""
+    entry = editor.run()
+    [save_id] = editor.node_ids("T2VSaveVideo")
+    [saved] = saved_files(entry, save_id)
+    state = editor.wait_for_preview(save_id, saved["filename"])
+    assert state["tag"] == ELEMENT_OF_FORMAT[Path(saved["filename"]).suffix[1:]]
+    editor.screenshot("ran")
+    editor.drop_workflow(output_path(comfy, saved), node_types(workflow))
     assert widget_values(editor.graph()) == widget_values(workflow)
 
 
@@ -100,14 +128,21 @@ def test_each_example_loads_by_drop_runs_and_its_video_restores_it(editor, comfy
     editor.drop_workflow(example, node_types(workflow))
     assert editor.missing_node_types() == []
     assert widget_values(editor.graph()) == widget_values(workflow)
-    entry = editor.run()
-    [save_id] = editor.node_ids("T2VSaveVideo")
-    [saved] = saved_files(entry, save_id)
-    state = editor.wait_for_preview(save_id, saved["filename"])
-    assert state["tag"] == ELEMENT_OF_FORMAT[Path(saved["filename"]).suffix[1:]]
-    editor.screenshot("ran")
-    editor.drop_workflow(output_path(comfy, saved), node_types(workflow))
+    run_and_restore(editor, comfy, workflow)
+
+
+@pytest.mark.parametrize("name", sorted(ON_USER_CHECKPOINTS))
+def test_each_example_on_user_checkpoints_loads_by_drop_runs_with_their_files_and_restores(editor, comfy,
+                                                                                           user_files, name):
+    example = REPO / "example_workflows" / f"{name}.json"
+    workflow = json.loads(example.read_text())
+    editor.drop_workflow(example, node_types(workflow))
+    assert editor.missing_node_types() == []
     assert widget_values(editor.graph()) == widget_values(workflow)
+    for node_id, values in USER_SETTINGS[name].items():
+        for widget, value in values.items():
+            editor.set_widget(node_id, widget, value)
+    run_and_restore(editor, comfy, editor.graph())
 
 
 # --------------------------------------------------------------------------- the save node's previews

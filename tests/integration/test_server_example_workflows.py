@@ -83,8 +83,8 @@ def node_problems(node: dict, object_info: dict) -> list[str]:
     if len(values) not in (expected, expected + uploads):
         return [f"{label}: {len(values)} widget values, expected {expected} for the widgets "
                 f"{[w[0] for w in widgets]} and a control_after_generate value after each seed"]
-    # The editor keeps the upload buttons' values ("image") after all the other widgets' values.
-    remaining = list(values)
+    # recent editors keep the upload button's value, after all other widgets
+    remaining = list(values[:expected])
     problems = []
     for name, kind, options in widgets:
         problem = value_problem(node_type, name, kind, options, remaining.pop(0))
