@@ -4,7 +4,8 @@
 Diffusion 1.5-style 2D UNet (for Text2Video-Zero), `builtin:tiny-sdxl` an SDXL-style one (two text
 encoders, pooled text embedding and time ids), `builtin:tiny-ip2p` an InstructPix2Pix-style one (8 input
 channels), `builtin:tiny-svd` a Stable Video Diffusion-style one (spatio-temporal UNet, CLIP image encoder,
-temporal-decoder VAE, v-prediction Euler with Karras sigmas). All are built deterministically on first use,
+temporal-decoder VAE, v-prediction Euler with Karras sigmas), `builtin:tiny-i2vgen-xl` an I2VGen-XL-style one (3D
+UNet, CLIP text and image encoders). All are built deterministically on first use,
 saved as an ordinary diffusers folder (safetensors weights; the tokenizer as `vocab.json` +
 `merges.txt` so every transformers version reads it) and then loaded like any other model.
 Their videos are noise: they exist so that workflows, the demo and the tests run anywhere in seconds.
@@ -62,6 +63,13 @@ def _unet_sdxl():
         projection_class_embeddings_input_dim=6 * 8 + TEXT_WIDTH)
 
 
+def _unet_i2vgen():
+    from diffusers import I2VGenXLUNet
+
+    return I2VGenXLUNet(
+        sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        cross_attention_dim=TEXT_WIDTH, attention_head_dim=8, norm_num_groups=8)
 def _unet_svd():
     from diffusers import UNetSpatioTemporalConditionModel
 
@@ -96,6 +104,8 @@ BUILTINS = {
                  "scheduler_extra": {"prediction_type": "v_prediction", "timestep_type": "continuous",
                                      "use_karras_sigmas": True, "sigma_min": 0.002, "sigma_max": 700.0,
                                      "interpolation_type": "linear", "timestep_spacing": "leading"}},
+    "tiny-i2vgen-xl": {"pipeline": "I2VGenXLPipeline", "unet": ("I2VGenXLUNet", _unet_i2vgen),
+                       "scheduler": "DDIMScheduler", "image_encoder": True},
 }
 
 
@@ -236,16 +246,22 @@ def _build(name: str, folder: Path) -> None:
 
 def ensure_builtin(name: str, cache_dir: Path) -> Path:
     """The folder of built-in model `name` (without prefix), building it on first use."""
+    return build_once(cache_dir, name, "model_index.json", lambda staging: _build(name, staging))
+
+
+def build_once(cache_dir: Path, name: str, marker: str, build) -> Path:
+    """`cache_dir/<name>-v<recipe>`, made by `build(staging folder)` unless it exists (has `marker`): built aside
+    and renamed into place, so a crash or a concurrent build never leaves a half-written folder."""
     folder = cache_dir / f"{name}-v{RECIPE_VERSION}"
-    if (folder / "model_index.json").is_file():
+    if (folder / marker).is_file():
         return folder
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir))
     try:
-        _build(name, staging)
+        build(staging)
         os.replace(staging, folder)
     except OSError:
-        if not (folder / "model_index.json").is_file():  # not built concurrently by another process
+        if not (folder / marker).is_file():  # not built concurrently by another process
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

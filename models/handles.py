@@ -14,6 +14,7 @@ from .families.sd import STABLE_DIFFUSION
 if TYPE_CHECKING:
     from ..bridge import ManagedModule
     from ..samplers.context_windows import ContextOptions
+    from ..samplers.free_init import FreeInitOptions
     from .vae_ops import VaeTiling
 
 
@@ -53,6 +54,7 @@ class ModelHandle(_Managed):
     patches: tuple[ModelPatch, ...] = ()
     managed: ManagedModule | None = None  # the UNet under the host's memory management (None: built by hand)
     context_windows: ContextOptions | None = None  # every model call runs on windows of frames (T2VContextWindows)
+    free_init: FreeInitOptions | None = None  # sampling from noise repeats with FreeInit's re-initialisation
 
     @property
     def cross_attention_dim(self) -> int:
@@ -71,6 +73,9 @@ class ModelHandle(_Managed):
 
     def with_context_windows(self, options: ContextOptions) -> "ModelHandle":
         return dataclasses.replace(self, context_windows=options)
+
+    def with_free_init(self, options: FreeInitOptions) -> "ModelHandle":
+        return dataclasses.replace(self, free_init=options)
 
     @contextlib.contextmanager
     def patched(self, frames_per_group: int, also: tuple[torch.nn.Module, ...] = ()):

@@ -124,6 +124,42 @@ def check_control_frames(node: str, conditioning, frames: int, model: ModelHandl
                                                      "per video frame, or one for all")
 
 
+def check_frame_limit(node: str, input_name: str, frames: int, model: ModelHandle) -> None:
+    """Refuse more frames than one model call takes (AnimateDiff's motion modules), unless context windows cut the
+    video into windows the model can take."""
+    limit = model.family.frame_limit(model.unet.config)
+    if limit is None or frames <= limit:
+        return
+    if model.context_windows is None:
+        raise NodeInputError(node, input_name, f"{frames} frames are more than the {limit} that '{model.name}' takes "
+                                               f"at once (its motion module's limit); put T2VContextWindows with a "
+                                               f"context_length of at most {limit} (16 is usual) on the model, or "
+                                               f"make {limit} frames or fewer")
+    if model.context_windows.length > limit:
+        raise NodeInputError(node, "model", f"T2VContextWindows' context_length {model.context_windows.length} is "
+                                            f"more than the {limit} frames '{model.name}' takes at once; lower it to "
+                                            f"{limit} or less")
+
+
+def check_free_init(node: str, model: ModelHandle, plan) -> None:
+    """Refuse FreeInit (T2VFreeInit) for runs it cannot repeat: partial ones (`plan`, a `SamplingPlan`), or
+    schedules that cannot re-noise to the last training step."""
+    from ..samplers.free_init import renoise_problem
+    from ..samplers.text2video import scheduled
+
+    if model.free_init is None:
+        return
+    whole_run = plan.first_step == 0 and plan.last_step == plan.steps and plan.add_noise \
+        and not plan.noise_input_at_start
+    if not whole_run:
+        raise NodeInputError(node, "model", "the model has T2VFreeInit, which repeats whole runs from noise; it cannot "
+                                            "run with denoise < 1, start/end steps, add_noise off or video-to-video: "
+                                            "use the model from before T2VFreeInit here")
+    problem = renoise_problem(scheduled(plan, model.scheduler_config, torch.device("cpu")))
+    if problem:
+        raise NodeInputError(node, "sampler_name", f"T2VFreeInit: {problem}")
+
+
 def conditioning_on(conditioning, device: torch.device) -> list:
     return [[embeds.to(device), meta] for embeds, meta in conditioning]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from ..errors import NodeInputError
 from ..samplers.schedulers import SAMPLER_NAMES, SAMPLERS, SCHEDULER_NAMES, karras_problem, timestep_problem
 from ..samplers.text2video import FRAME_NOISE, RESUME_KEY, SamplingPlan, sample_model, seeded_generator
-from .common import (MAX_SEED, StepProgress, check_control_frames, check_latent_channels, check_widget_values,
-                     explain_out_of_memory, guidance_conditioning, sampling_memory_options, validation_verdict,
-                     video_latents)
+from .common import (MAX_SEED, StepProgress, check_control_frames, check_frame_limit, check_free_init,
+                     check_latent_channels, check_widget_values, explain_out_of_memory, guidance_conditioning,
+                     sampling_memory_options, validation_verdict, video_latents)
 
 NODE = "T2VSampler"
 MAX_STEPS = 10000
@@ -112,6 +112,8 @@ class T2VSampler:
         samples = video_latents(NODE, "latent", latent, model.device)
         check_latent_channels(NODE, "latent", samples, model)
         check_control_frames(NODE, positive + negative, samples.shape[2], model)
+        check_frame_limit(NODE, "latent", samples.shape[2], model)
+        check_free_init(NODE, model, plan)
         state = latent.get(RESUME_KEY)
         if state is not None and not add_noise and state.next_step == plan.first_step:
             problem = state.mismatch(plan, samples.shape)

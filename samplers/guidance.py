@@ -105,11 +105,14 @@ class GuidedNoisePredictor:
 
     Every entry of every group is one copy of the latents in a single UNet call. A video UNet takes
     the 5-D latents; an image UNet (`video_unet=False`) sees the frames as its batch, frame-major per video.
+    With `context_per_frame` a video UNet takes the text embedding once per frame (AnimateDiff's motion UNet).
     """
 
-    def __init__(self, unet: torch.nn.Module, video_unet: bool, guidance: Guidance, dtype: torch.dtype):
+    def __init__(self, unet: torch.nn.Module, video_unet: bool, guidance: Guidance, dtype: torch.dtype,
+                 context_per_frame: bool = False):
         self.unet = unet
         self.video_unet = video_unet
+        self.context_per_frame = context_per_frame
         self.guidance = guidance
         self.dtype = dtype
         groups = guidance.groups()
@@ -167,7 +170,7 @@ class GuidedNoisePredictor:
         if self.added:
             kwargs["added_cond_kwargs"] = {key: value.repeat_interleave(per_copy, dim=0)
                                            for key, value in self.added.items()}
-        context = self.embeds.repeat_interleave(per_copy, dim=0)
+        context = self.embeds.repeat_interleave(batch * frames if self.context_per_frame else per_copy, dim=0)
         if self.controls:
             kwargs.update(self._control_residuals(unet_input, t, context, kwargs.get("added_cond_kwargs", {}),
                                                   batch, frames))

@@ -29,6 +29,9 @@ SMALL = {
     "controlnet_video": (["4.width=64", "4.height=48", "4.frame_limit=3", "8.width=64", "8.height=48", "9.steps=3"],
                          (3, 64, 48)),
     "instruct_pix2pix_video": (["4.width=64", "4.height=48", "4.frame_limit=3", "7.steps=3"], (3, 64, 48)),
+    "animatediff": (["4.width=64", "4.height=48", "4.frames=4", "7.steps=3"], (4, 64, 48)),
+    "animatediff_video2video": (["4.width=64", "4.height=48", "4.frame_limit=3", "7.steps=3"], (3, 64, 48)),
+    "i2vgen_xl_image_to_video": (["5.width=64", "5.height=48", "5.frames=4", "6.steps=3"], (4, 64, 48)),
     "svd_image_to_video": (["3.width=64", "3.height=48", "3.frames=3", "4.steps=3"], (3, 64, 48)),
 }
 

@@ -17,6 +17,7 @@ from comfyui_text2video.nodes.sampling import T2VSampler
 from comfyui_text2video.nodes.svd import T2VSVDConditioning
 from comfyui_text2video.nodes.text2video_zero import T2VCrossFrameAttention
 from comfyui_text2video.nodes.vae import T2VVAEDecode
+from comfyui_text2video.nodes.video2video import T2VVideoToVideo
 
 
 def photo(height: int, width: int) -> np.ndarray:
@@ -90,6 +91,17 @@ def test_the_first_frames_guidance_is_min_cfg(tiny_svd):
     assert change[0] > 0 and change[-1] < change[0] / 10
 
 
+def test_core_style_conditioning_ramps_the_guidance_up_from_1(tiny_svd):
+    """Conditioning with core's keys only (as core SVD_img2vid_Conditioning makes it) samples as min_cfg 1 does."""
+    model = tiny_svd[0]
+    positive, negative, latent = svd_inputs(tiny_svd, frames=3)  # min_cfg 1
+    core = [[[embeds, {k: v for k, v in meta.items() if k != "t2v_min_cfg"}] for embeds, meta in conditioning]
+            for conditioning in (positive, negative)]
+    ours = T2VSampler().sample(model, positive, negative, latent, 2, 2, 3.0, "euler", "karras", 1.0)[0]
+    theirs = T2VSampler().sample(model, *core, latent, 2, 2, 3.0, "euler", "karras", 1.0)[0]
+    assert torch.equal(ours["samples"], theirs["samples"])
+
+
 def test_a_split_run_equals_the_whole_run(tiny_svd):
     model = tiny_svd[0]
     positive, negative, latent = svd_inputs(tiny_svd, frames=3)
@@ -139,9 +151,13 @@ def test_svd_conditioning_on_another_model_is_refused(tiny_svd, tiny_sd):
 
 
 def test_svd_samples_only_with_continuous_timesteps(tiny_svd):
+    model, _clip, vae = tiny_svd
     positive, negative, latent = svd_inputs(tiny_svd)
     with pytest.raises(NodeInputError, match=r"T2VSampler: input 'sampler_name'.*continuous timesteps.*use euler"):
-        T2VSampler().sample(tiny_svd[0], positive, negative, latent, 0, 2, 3.0, "ddim", "normal", 1.0)
+        T2VSampler().sample(model, positive, negative, latent, 0, 2, 3.0, "ddim", "normal", 1.0)
+    with pytest.raises(NodeInputError, match=r"T2VVideoToVideo: input 'sampler_name'.*continuous timesteps"):
+        T2VVideoToVideo().refine(model, positive, negative, vae, as_image(photo(32, 32)), 0, 2, 3.0, "dpmpp_2m",
+                                 "karras", 0.5)
 
 
 def test_nodes_that_cannot_run_svd_refuse_it(tiny_svd):

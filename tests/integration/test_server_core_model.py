@@ -73,6 +73,9 @@ def test_the_patched_sd_and_sdxl_unets_equal_diffusers_cross_frame_processor_ins
     assert figures["plain_before_vs_after_patched_run"] == 0.0
     assert figures["sdxl_patched_vs_diffusers_cross_frame"] < 1e-4 and figures["sdxl_plain_vs_diffusers_plain"] < 1e-4
     assert figures["sdxl_patched_vs_plain"] > 1e-2
+    assert figures["controlnet_attention_vs_diffusers_cross_frame"] < 1e-4
+    assert figures["controlnet_frame_0_patched_vs_plain"] < 1e-5 and figures["controlnet_hook_effect"] > 1e-4
+    assert figures["controlnet_hooks_left"] == 0
 
 
 def test_text2video_zero_from_a_saved_checkpoint_and_a_lora_on_core_samplers(comfy, checkpoints):
