@@ -133,9 +133,10 @@ def check_frame_limit(node: str, input_name: str, frames: int, model: ModelHandl
     if limit is None or frames <= limit:
         return
     if model.context_windows is None:
+        usual = " (16 is usual)" if limit > 16 else ""
         raise NodeInputError(node, input_name, f"{frames} frames are more than the {limit} that '{model.name}' takes "
                                                f"at once (its motion module's limit); put T2VContextWindows with a "
-                                               f"context_length of at most {limit} (16 is usual) on the model, or "
+                                               f"context_length of at most {limit}{usual} on the model, or "
                                                f"make {limit} frames or fewer")
     if model.context_windows.length > limit:
         raise NodeInputError(node, "model", f"T2VContextWindows' context_length {model.context_windows.length} is "

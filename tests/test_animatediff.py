@@ -148,6 +148,21 @@ def test_frames_past_the_adapter_limit_need_context_windows(animated):
     assert out.shape == (1, 4, 34, 2, 2) and torch.isfinite(out).all()
 
 
+def test_an_adapter_with_a_shorter_limit_names_its_own_limit(data_dir, tiny_sd):
+    from diffusers import MotionAdapter
+
+    MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=4,
+                  motion_norm_num_groups=8, motion_max_seq_length=12).save_pretrained(
+        data_dir / "models" / "animatediff_models" / "short-adapter", safe_serialization=True)
+    model, clip, _vae = tiny_sd
+    short = T2VApplyMotionAdapter().patch(model, T2VMotionAdapterLoader().load("short-adapter")[0])[0]
+    latent = T2VEmptyLatentVideo().create(16, 16, 13, 1)[0]
+    with pytest.raises(NodeInputError, match=r"13 frames are more than the 12 .*context_length of at most 12 on the "
+                                             r"model, or make 12 frames or fewer"):
+        T2VSampler().sample(short, encode(clip, PROMPT), encode(clip, NEGATIVE), latent, 0, 1, 7.5, "ddim", "normal",
+                            1.0)
+
+
 def test_a_motion_adapter_on_sdxl_is_refused(tiny_sdxl, adapter):
     with pytest.raises(NodeInputError, match=r"T2VApplyMotionAdapter: input 'model': .*Stable Diffusion XL model; "
                                              r"motion adapters animate Stable Diffusion 1.x models \(AnimateDiff SDXL"):
