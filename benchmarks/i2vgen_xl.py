@@ -1,7 +1,8 @@
 """Benchmark: I2VGen-XL image-to-video through the pack's nodes against diffusers' `I2VGenXLPipeline`.
 
-The pack's graph `T2VTextEncode` x2 -> `T2VI2VGenXLConditioning` -> `T2VSampler` -> `T2VVAEDecode` (default
-`frames_per_batch`, 8) against one `I2VGenXLPipeline` call (its default `decode_chunk_size`, 1) on the same modules
+The pack's graph `T2VTextEncode` x2 -> `T2VI2VGenXLConditioning` -> `T2VSampler` -> `T2VVAEDecode` against one
+`I2VGenXLPipeline` call, both decoding one frame at a time (the pipeline's default `decode_chunk_size` 1; the
+node's `frames_per_batch` 8 decodes faster with more memory: `--frames-per-batch 8`), on the same modules
 of a mid-size I2VGen-XL-layout model built here: the real block types, layers per block and attention layout of
 the UNet at a fifth of its widths (as the other benchmarks' models, `models.py`), a CLIP text encoder and a CLIP
 image encoder (224 pixels, 32-pixel patches) a quarter as wide as the real ones, the benchmarks' VAE; with the same
@@ -49,6 +50,7 @@ class Settings:
     target_fps: int
     sampler: str
     seed: int
+    frames_per_batch: int
 
     def warm_up(self) -> "Settings":
         return dataclasses.replace(self, frames=2, width=64, height=64, steps=1)
@@ -116,7 +118,7 @@ def pack(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
         latent = T2VSampler().sample(model, positive, negative, latent, settings.seed, settings.steps, settings.cfg,
                                      settings.sampler, "normal", 1.0)[0]
     with probe.stage("T2VVAEDecode"):
-        return T2VVAEDecode().decode(vae, latent)[0]
+        return T2VVAEDecode().decode(vae, latent, settings.frames_per_batch)[0]
 
 
 def reference(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
@@ -144,7 +146,7 @@ def reference(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
 
 def variants(args) -> dict[str, tuple[common.Call, Settings]]:
     settings = Settings(args.frames, args.width, args.height, args.steps, args.cfg, args.target_fps, args.sampler,
-                        args.seed)
+                        args.seed, args.frames_per_batch)
     return {"pack": (pack, settings), "reference": (reference, settings)}
 
 
@@ -158,6 +160,7 @@ def main() -> None:
     parser.add_argument("--target-fps", type=int, default=16)
     parser.add_argument("--sampler", default="ddim", help="a T2VSampler sampler_name")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--frames-per-batch", type=int, default=1, help="T2VVAEDecode's frames_per_batch")
     parser.add_argument("--rounds", type=int, default=3, help="measured calls per side")
     args = parser.parse_args()
     device = common.configure(args)
@@ -167,7 +170,8 @@ def main() -> None:
 
     common.print_environment(args, device)
     print(f"I2VGen-XL image-to-video, {args.frames} frames {args.width}x{args.height}, {args.steps} steps, "
-          f"cfg {args.cfg}, target fps {args.target_fps}, {args.sampler}")
+          f"cfg {args.cfg}, target fps {args.target_fps}, {args.sampler}, decoding {args.frames_per_batch} frame(s) "
+          "at a time")
     with common.data_folder() as data_dir:
         print(save_model(data_dir))
         measured = common.measure(data_dir, device, list(variants(args)), args.rounds, keep_outputs=True)

@@ -20,6 +20,13 @@ class FreeInitOptions:
     order: int = 4
     spatial_stop_frequency: float = 0.25
     temporal_stop_frequency: float = 0.25
+    fast_sampling: bool = False  # coarse to fine: pass i of n runs int(steps * (i + 1) / n) steps
+
+    def steps(self, steps: int, iteration: int) -> int:
+        """The steps pass `iteration` runs of a `steps`-step schedule."""
+        if not self.fast_sampling:
+            return steps
+        return max(1, int(steps / self.iterations * (iteration + 1)))
 
 
 def low_pass_filter(frames: int, height: int, width: int, options: FreeInitOptions) -> torch.Tensor:
@@ -81,16 +88,16 @@ def renoise_problem(scheduler) -> str | None:
     return None
 
 
-def free_init(run: Callable[[torch.Tensor], torch.Tensor], fresh_scheduler: Callable[[], object],
+def free_init(run: Callable[[torch.Tensor, int], torch.Tensor], fresh_scheduler: Callable[[], object],
               initial: torch.Tensor, options: FreeInitOptions, draw: Callable[[tuple], torch.Tensor]) -> torch.Tensor:
-    """`run` (a whole schedule from noisy latents) `options.iterations` times from `initial` noise.
+    """`run(latents, iteration)` (a whole schedule from noisy latents) `options.iterations` times from `initial` noise.
 
     Between runs the result is re-noised with the initial noise to the last training step, and its high
     frequencies are replaced by those of `draw(shape)` (fresh noise, from the seed's generator).
     """
-    out = run(initial)
+    out = run(initial, 0)
     low_pass = low_pass_filter(*initial.shape[2:], options).to(initial.device)
-    for _ in range(1, options.iterations):
+    for iteration in range(1, options.iterations):
         noised = last_step_renoise(fresh_scheduler(), out, initial)
-        out = run(mix_frequencies(noised, draw(tuple(initial.shape)), low_pass))
+        out = run(mix_frequencies(noised, draw(tuple(initial.shape)), low_pass), iteration)
     return out

@@ -223,9 +223,10 @@ def sample_free_init(predict_noise, model, latents: torch.Tensor, plan: Sampling
     def fresh_scheduler():
         return scheduled(plan, model.scheduler_config, latents.device)
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return sample(predict_noise, model.scheduler_config, x, whole, generator, None, callback,
-                      model.family.steps_on_video)[0]
+    def run(x: torch.Tensor, iteration: int) -> torch.Tensor:
+        steps = model.free_init.steps(plan.steps, iteration)
+        return sample(predict_noise, model.scheduler_config, x, dataclasses.replace(whole, steps=steps), generator,
+                      None, callback, model.family.steps_on_video)[0]
 
     whole = dataclasses.replace(plan, add_noise=False)
     initial = start_latents(fresh_scheduler(), latents, 0, generator, frame_noise=plan.frame_noise)

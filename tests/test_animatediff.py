@@ -99,12 +99,36 @@ def test_free_init_equals_enable_free_init(tiny_sd, adapter, animated, method, s
     assert (ours - plain).abs().max() > 1e-2  # the second pass changed the video
 
 
+def test_free_init_fast_sampling_equals_enable_free_init(tiny_sd, adapter, animated):
+    pipe = pipeline("AnimateDiffPipeline", tiny_sd, adapter, "ddim")
+    pipe.enable_free_init(num_iters=3, use_fast_sampling=True)
+    expected = pipe(PROMPT, num_frames=3, height=SIZE, width=SIZE, num_inference_steps=3, guidance_scale=7.5,
+                    negative_prompt=NEGATIVE, generator=generator(4), output_type="pt").frames
+    model, clip, vae = animated
+    free = T2VFreeInit().patch(model, 3, "butterworth", 4, 0.25, 0.25, fast_sampling=True)[0]
+    ours = text2video((free, clip, vae), sampler="ddim", steps=3, frames=3)
+    assert (ours - frames_of(expected)).abs().max() < 1e-3
+
+
 def test_the_original_model_is_untouched(tiny_sd, animated):
     model = tiny_sd[0]
     assert type(model.unet).__name__ == "UNet2DConditionModel" and model.family.name == "stable_diffusion"
     assert animated[0].family.name == "animatediff" and animated[0].unet is not model.unet
     shared = animated[0].unet.conv_in.weight
     assert shared is model.unet.conv_in.weight  # the weights are shared, not copied
+
+
+def test_an_adapter_of_another_precision_animates_the_model_and_stays_as_it_was(data_dir, adapter):
+    from comfyui_text2video.models.loading import load_model
+
+    model, clip, _vae = load_model("builtin:tiny-sd15", "bfloat16")
+    patched = T2VApplyMotionAdapter().patch(model, adapter)[0]
+    assert {p.dtype for p in patched.unet.parameters()} == {torch.bfloat16}
+    assert adapter.module.dtype == torch.float32
+    latent = T2VEmptyLatentVideo().create(16, 16, 3, 1)[0]
+    out = T2VSampler().sample(patched, encode(clip, PROMPT), encode(clip, NEGATIVE), latent, 0, 1, 7.5, "ddim",
+                              "normal", 1.0)[0]["samples"]
+    assert out.shape == (1, 4, 3, 2, 2) and torch.isfinite(out).all()
 
 
 def test_frames_past_the_adapter_limit_need_context_windows(animated):

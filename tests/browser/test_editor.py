@@ -273,11 +273,22 @@ def test_template_browser_lists_the_demo_first_with_thumbnails(editor, comfy):
     editor.page.get_by_text("ComfyUI-Text2Video", exact=True).first.click()
     cards = editor.page.locator("[data-testid^='template-workflow-']")
     cards.first.wait_for(timeout=20_000)
-    names = [card.get_attribute("data-testid").removeprefix("template-workflow-") for card in cards.all()]
+    seen: list[str] = []
+    while True:  # the browser renders further cards, and loads a card's thumbnail, as the cards scroll into view
+        fresh = [test_id for test_id in (card.get_attribute("data-testid") for card in cards.all())
+                 if test_id not in seen]
+        if not fresh:
+            break
+        for test_id in fresh:
+            card = editor.page.locator(f"[data-testid='{test_id}']")
+            card.scroll_into_view_if_needed()
+            card.locator("img").first.wait_for(timeout=20_000)
+            editor.page.wait_for_function("(card) => [...card.querySelectorAll('img')].some((img) => img.complete "
+                                          "&& img.naturalWidth > 0)", arg=card.element_handle(), timeout=20_000)
+            seen.append(test_id)
+        editor.page.locator(f"[data-testid='{seen[-1]}']").hover()  # the grid shows 12 cards and loads more when
+        editor.page.mouse.wheel(0, 4000)  # scrolled to its end
+        editor.page.wait_for_timeout(1000)
+    names = [test_id.removeprefix("template-workflow-") for test_id in seen]
     assert names[0] == "text2video" and sorted(names) == sorted(templates)
-    for card in cards.all():  # the browser loads a card's thumbnail once the card scrolls into view
-        card.scroll_into_view_if_needed()
-        card.locator("img").first.wait_for(timeout=20_000)
-        editor.page.wait_for_function("(card) => [...card.querySelectorAll('img')].some((img) => img.complete "
-                                      "&& img.naturalWidth > 0)", arg=card.element_handle(), timeout=20_000)
     editor.screenshot("templates")
