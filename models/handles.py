@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from ..bridge import ManagedModule
     from ..samplers.context_windows import ContextOptions
     from ..samplers.free_init import FreeInitOptions
-    from .vae_ops import VaeTiling
 
 
 class ModelPatch(Protocol):
@@ -120,6 +119,15 @@ class ClipHandle(_Managed):
         for encoder in self.more_encoders:
             if encoder.managed is not None:
                 encoder.managed.load_for_use()
+
+
+@dataclasses.dataclass(frozen=True)
+class VaeTiling:
+    """Frames larger than `size` pixels go through the VAE in tiles of `size` that overlap by `overlap` pixels,
+    blended linearly across the overlap (diffusers' VAE tiling)."""
+
+    size: int
+    overlap: int
 
 
 @dataclasses.dataclass(frozen=True)

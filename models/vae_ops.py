@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from typing import Iterator
 
@@ -12,15 +11,6 @@ import torch
 from .handles import VaeHandle
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class VaeTiling:
-    """Frames larger than `size` pixels go through the VAE in tiles of `size` that overlap by `overlap` pixels,
-    blended linearly across the overlap (diffusers' VAE tiling)."""
-
-    size: int
-    overlap: int
 
 
 _TILING_ATTRIBUTES = ("use_tiling", "tile_sample_min_size", "tile_latent_min_size", "tile_overlap_factor")

@@ -13,6 +13,8 @@ from ..attention.feed_forward import FeedForwardChunking
 from ..errors import NodeInputError, NodeOutOfMemory
 from ..models.families.base import CONTROL_KEY
 from ..models.handles import ModelHandle, VaeHandle
+from ..samplers.free_init import renoise_problem
+from ..samplers.text2video import scheduled
 
 MAX_RESOLUTION = 8192
 MAX_FRAMES = 4096
@@ -144,9 +146,6 @@ def check_frame_limit(node: str, input_name: str, frames: int, model: ModelHandl
 def check_free_init(node: str, model: ModelHandle, plan) -> None:
     """Refuse FreeInit (T2VFreeInit) for runs it cannot repeat: partial ones (`plan`, a `SamplingPlan`), or
     schedules that cannot re-noise to the last training step."""
-    from ..samplers.free_init import renoise_problem
-    from ..samplers.text2video import scheduled
-
     if model.free_init is None:
         return
     whole_run = plan.first_step == 0 and plan.last_step == plan.steps and plan.add_noise \

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..attention.feed_forward import FeedForwardChunking
 from ..errors import NodeInputError
-from ..models.vae_ops import VaeTiling
+from ..models.handles import VaeTiling
 from .common import MAX_RESOLUTION
 
 FEED_FORWARD = "T2VFeedForwardChunking"

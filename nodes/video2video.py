@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
+from ..models.vae_ops import encode_frames
 from ..samplers.text2video import SamplingPlan, seeded_generator
 from ..samplers.video2video import nearest_multiple, resize_frames, video_to_video
 from .common import (MAX_RESOLUTION, StepProgress, check_frame_limit, check_free_init, check_widget_values,
@@ -83,8 +85,12 @@ class T2VVideoToVideo:
                                        sampling_memory_options(model, frames.shape[0])
                                        + vae_memory_options(vae, frames_per_batch))
         with memory, StepProgress(NODE) as progress:
-            latents = video_to_video(model, vae, positive, negative, cfg, frames, plan,
-                                     seeded_generator(seed), frames_per_batch, progress)
+            count, frame_height, frame_width, _ = frames.shape
+            scale = vae.spatial_scale
+            latent_shape = (count, vae.vae.config.latent_channels, frame_height // scale, frame_width // scale)
+            encode = functools.partial(encode_frames, vae, frames, frames_per_batch)
+            latents = video_to_video(model, positive, negative, cfg, encode, latent_shape, plan,
+                                     seeded_generator(seed), progress)
         return ({"samples": latents},)
 
 
