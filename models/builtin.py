@@ -1,18 +1,27 @@
-"""The built-in tiny models: random-weight models of the real architectures, built offline.
+"""The built-in models: small models of the real architectures that run offline.
 
 `builtin:tiny-text2video` has a ModelScope/zeroscope-style 3D UNet, `builtin:tiny-sd15` a Stable
-Diffusion 1.5-style 2D UNet (for Text2Video-Zero). Both are built deterministically on first use,
-saved as an ordinary diffusers folder (safetensors weights; the tokenizer as `vocab.json` +
-`merges.txt` so every transformers version reads it) and then loaded like any other model.
-Their videos are noise: they exist so that workflows, the demo and the tests run anywhere in seconds.
+Diffusion 1.5-style 2D UNet (for Text2Video-Zero). Both have random weights, built deterministically on
+first use: their videos are noise; they exist so that workflows and the parity tests run in seconds.
+
+`builtin:micro-text2video` (3D UNet) and `builtin:micro-sd` (2D UNet, for Text2Video-Zero) are trained on
+the micro world of `tools/microworld.py` (coloured shapes moving left/right/up/down, 64x64) by
+`tools/train_micro.py`; their weights ship with the pack in `models/micro/` and share one VAE and one
+text encoder. They make videos a person recognises, and the quality tests measure them.
+
+Every built-in is assembled on first use into an ordinary diffusers folder in a writable cache
+(safetensors weights; the tokenizer as `vocab.json` + `merges.txt` so every transformers version reads
+it) and then loaded like any other model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -46,12 +55,20 @@ def _unet2d():
         cross_attention_dim=TEXT_WIDTH, attention_head_dim=8, norm_num_groups=8)
 
 
+MICRO_DIR = Path(__file__).resolve().parent / "micro"
+"""The trained micro models' weights: `vae/`, `text_encoder/`, `tokenizer/`, `unet3d/`, `unet2d/`."""
+
 BUILTINS = {
     "tiny-text2video": {"pipeline": "TextToVideoSDPipeline", "unet": ("UNet3DConditionModel", _unet3d),
                         "scheduler": "DDIMScheduler"},
     "tiny-sd15": {"pipeline": "StableDiffusionPipeline", "unet": ("UNet2DConditionModel", _unet2d),
                   "scheduler": "PNDMScheduler"},
+    "micro-text2video": {"pipeline": "TextToVideoSDPipeline", "unet": ("UNet3DConditionModel", "unet3d"),
+                         "scheduler": "DDIMScheduler"},
+    "micro-sd": {"pipeline": "StableDiffusionPipeline", "unet": ("UNet2DConditionModel", "unet2d"),
+                 "scheduler": "DDIMScheduler"},
 }
+MICRO_SHARED = ("vae", "text_encoder", "tokenizer")
 
 
 def builtin_names() -> list[str]:
@@ -67,14 +84,36 @@ def _byte_alphabet() -> list[str]:
     return [mapping[b] for b in range(256)]
 
 
-def _write_tokenizer(folder: Path) -> int:
-    """A character-level CLIP tokenizer (no merges). Returns the vocabulary size."""
+def _learn_merges(words: list[str]) -> list[tuple[str, str]]:
+    """Byte-pair merges that make each of `words` (lower-case ASCII) one token, learnt as BPE learns them
+    (most frequent pair first), so that applying them in order reproduces every word."""
+    splits = [[*word[:-1], word[-1] + "</w>"] for word in words]
+    merges = []
+    while any(len(split) > 1 for split in splits):
+        counts = Counter(pair for split in splits for pair in zip(split, split[1:]))
+        pair = max(sorted(counts), key=counts.__getitem__)
+        merges.append(pair)
+        for split in splits:
+            i = 0
+            while i < len(split) - 1:
+                if (split[i], split[i + 1]) == pair:
+                    split[i:i + 2] = ["".join(pair)]
+                i += 1
+    return merges
+
+
+def write_tokenizer(folder: Path, words: list[str] = ()) -> int:
+    """A CLIP tokenizer whose whole words are `words`; any other text falls back to characters.
+    Returns the vocabulary size."""
     alphabet = _byte_alphabet()
-    tokens = alphabet + [c + "</w>" for c in alphabet] + ["<|startoftext|>", "<|endoftext|>"]
+    merges = _learn_merges(list(words))
+    tokens = alphabet + [c + "</w>" for c in alphabet] + ["".join(pair) for pair in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
     folder.mkdir(parents=True)
     (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(tokens)}, ensure_ascii=False),
                                        encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    (folder / "merges.txt").write_text("".join(["#version: 0.2\n", *(f"{a} {b}\n" for a, b in merges)]),
+                                       encoding="utf-8")
     specials = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
                 "pad_token": "<|endoftext|>"}
     (folder / "special_tokens_map.json").write_text(json.dumps(specials))
@@ -110,16 +149,30 @@ def _activate_zero_layers(model: torch.nn.Module) -> None:
             param.data.normal_(0.0, 0.5 / fan_in**0.5)
 
 
+def _micro_digest(unet_part: str) -> str:
+    """A short hash of the shipped weights a micro model is made of: retrained weights get a new cache folder."""
+    digest = hashlib.sha256(json.dumps(_SCHEDULER, sort_keys=True).encode())
+    for part in (*MICRO_SHARED, unet_part):
+        for path in sorted((MICRO_DIR / part).iterdir()):
+            digest.update(f"{part}/{path.name}".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def _build(name: str, folder: Path) -> None:
     recipe = BUILTINS[name]
-    unet_class, make_unet = recipe["unet"]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RECIPE_VERSION)
-        vocab_size = _write_tokenizer(folder / "tokenizer")
-        for component, model in (("unet", make_unet()), ("text_encoder", _text_encoder(vocab_size)),
-                                 ("vae", _vae())):
-            _activate_zero_layers(model)
-            model.save_pretrained(folder / component, safe_serialization=True)
+    unet_class, unet_source = recipe["unet"]
+    if isinstance(unet_source, str):  # a trained micro model: its shipped weights
+        for component, part in {**{part: part for part in MICRO_SHARED}, "unet": unet_source}.items():
+            shutil.copytree(MICRO_DIR / part, folder / component)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RECIPE_VERSION)
+            vocab_size = write_tokenizer(folder / "tokenizer")
+            for component, model in (("unet", unet_source()), ("text_encoder", _text_encoder(vocab_size)),
+                                     ("vae", _vae())):
+                _activate_zero_layers(model)
+                model.save_pretrained(folder / component, safe_serialization=True)
     (folder / "scheduler").mkdir()
     (folder / "scheduler" / "scheduler_config.json").write_text(
         json.dumps({"_class_name": recipe["scheduler"], **_SCHEDULER}, indent=1))
@@ -131,7 +184,9 @@ def _build(name: str, folder: Path) -> None:
 
 def ensure_builtin(name: str, cache_dir: Path) -> Path:
     """The folder of built-in model `name` (without prefix), building it on first use."""
-    folder = cache_dir / f"{name}-v{RECIPE_VERSION}"
+    unet_source = BUILTINS[name]["unet"][1]
+    version = _micro_digest(unet_source) if isinstance(unet_source, str) else f"v{RECIPE_VERSION}"
+    folder = cache_dir / f"{name}-{version}"
     if (folder / "model_index.json").is_file():
         return folder
     cache_dir.mkdir(parents=True, exist_ok=True)

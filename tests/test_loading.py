@@ -44,8 +44,9 @@ def test_lists_builtins_and_folders_by_relative_path(models_dir, builtin_folder)
     install(builtin_folder, models_dir, "text2video/mine")
     (models_dir / "text2video" / "not-a-model").mkdir()
     names = available_models()
-    assert names[:2] == ["builtin:tiny-text2video", "builtin:tiny-sd15"]
-    assert set(names[2:]) == {"org/zeroscope-like", "mine"}
+    assert names[:4] == ["builtin:tiny-text2video", "builtin:tiny-sd15", "builtin:micro-text2video",
+                         "builtin:micro-sd"]
+    assert set(names[4:]) == {"org/zeroscope-like", "mine"}
 
 
 def test_a_name_in_both_folders_loads_from_text2video_with_a_warning(models_dir, builtin_folder, caplog):

@@ -1,0 +1,332 @@
+"""Train the built-in micro models on the micro world (`tools/microworld.py`); not part of the test suite.
+
+    nice -n 15 python -m comfyui_text2video.tools.train_micro STAGE [--steps N]
+
+Stages, in order (each writes its weights into `models/micro/`, the later ones read the earlier ones):
+
+- `text`: the tokenizer (whole words for the world's vocabulary) and a CLIP text encoder with frozen random
+  weights. Frozen, because the captions are a fixed template of 14 words: a random encoder already gives every
+  word at every position its own embedding, and the UNets' cross-attention learns to read it. Training it too
+  would tie the two UNets to one training run and add nothing the world asks for.
+- `vae`: an `AutoencoderKL` with the real 8x down-sampling (64x64 frames -> 8x8x4 latents), on random frames,
+  decoding the posterior mean (sampled latents kept it blurry for too long at this budget) with a small KL term;
+  its `scaling_factor` makes the latents' standard deviation 1.
+- `vae_decoder`: more training for the decoder alone, run alongside the UNets (their latents stay valid).
+- `latents`: encodes a fixed set of clips once (posterior means) into a cache outside the repository.
+- `unet3d` (`builtin:micro-text2video`) and `unet2d` (`builtin:micro-sd`, single frames): epsilon prediction on
+  the DDIM/scaled-linear schedule of the other built-ins, min-SNR-5 loss weights, AdamW, an EMA of the weights;
+  10% empty captions (for classifier-free guidance), and each attribute left out of a caption 10% of the time
+  (so 'a circle moving right' or 'a red shape' mean something, and a negative prompt 'red' works).
+- `eval`: renders every colour/shape/direction combination through the pack's nodes and reports how often the
+  colour and the direction come out right (held-out combinations separately).
+
+Settings are the `SETTINGS` below; a run is deterministic for a given thread count. Weights are saved in
+float16 (the loader converts them to the requested dtype) every `save_every` steps, so a stopped run leaves
+usable weights. Each stage appends what it did and how long it took to `models/micro/training_log.jsonl`.
+No training data is written into the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models.builtin import _SCHEDULER, MICRO_DIR, write_tokenizer
+from . import microworld as world
+
+SETTINGS = {
+    "threads": 1,
+    "text": {"seed": 1, "hidden_size": 32, "intermediate_size": 64, "layers": 2, "heads": 4},
+    "vae": {"seed": 2, "steps": 250, "batch": 16, "lr": 2e-3, "kl_weight": 1e-6,
+            "block_out_channels": (8, 16, 32, 32), "norm_num_groups": 4},
+    "vae_decoder": {"seed": 6, "steps": 200, "batch": 16, "lr": 1e-3, "kl_weight": 0.0, "save_every": 50},
+    "latents": {"seed": 3, "clips_per_combination": 24},
+    "unet3d": {"seed": 4, "steps": 250, "batch": 12, "lr": 1e-3, "block_out_channels": (24, 48),
+               "down_block_types": ("DownBlock3D", "DownBlock3D"), "up_block_types": ("UpBlock3D", "UpBlock3D"),
+               "attention_head_dim": 4, "save_every": 25},
+    "unet2d": {"seed": 5, "steps": 150, "batch": 32, "lr": 1e-3, "block_out_channels": (32, 64),
+               "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+               "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"), "attention_head_dim": 8, "save_every": 50},
+    "captions": {"empty": 0.1, "drop_attribute": 0.1, "drop_direction_2d": 0.5},
+    "min_snr_gamma": 5.0,
+}
+CACHE = Path(os.environ.get("T2V_MICRO_CACHE", Path.home() / ".cache" / "comfyui-text2video-micro"))
+
+
+def _log(stage: str, seconds: float, **details) -> None:
+    entry = {"stage": stage, "seconds": round(seconds, 1), "settings": SETTINGS.get(stage), **details}
+    with open(MICRO_DIR / "training_log.jsonl", "a", encoding="utf-8") as log:
+        log.write(json.dumps(entry) + "\n")
+    print(json.dumps(entry), flush=True)
+
+
+def _save(model, part: str) -> None:
+    """Save `model` in float16 into models/micro/PART, replacing what was there."""
+    import copy
+    import shutil
+
+    staging = MICRO_DIR / f".{part}.saving"
+    shutil.rmtree(staging, ignore_errors=True)
+    copy.deepcopy(model).half().save_pretrained(staging, safe_serialization=True)
+    target = MICRO_DIR / part
+    old = MICRO_DIR / f".{part}.old"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def train_text() -> None:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    start = time.time()
+    s = SETTINGS["text"]
+    import shutil
+
+    shutil.rmtree(MICRO_DIR / "tokenizer", ignore_errors=True)
+    vocab_size = write_tokenizer(MICRO_DIR / "tokenizer", world.vocabulary())
+    torch.manual_seed(s["seed"])
+    model = CLIPTextModel(CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=s["hidden_size"], intermediate_size=s["intermediate_size"],
+        num_hidden_layers=s["layers"], num_attention_heads=s["heads"], max_position_embeddings=77,
+        projection_dim=s["hidden_size"], bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1))
+    _save(model, "text_encoder")
+    _log("text", time.time() - start, parameters=sum(p.numel() for p in model.parameters()))
+
+
+def _random_frames(rng: np.random.Generator, count: int) -> torch.Tensor:
+    """`count` frames of random objects at random places, as a `[count, 3, 64, 64]` tensor in -1..1."""
+    frames = []
+    for _ in range(count):
+        colour, shape = rng.choice(list(world.COLOURS)), rng.choice(world.SHAPES)
+        clip = world.make_clip(colour, shape, rng.choice(list(world.DIRECTIONS)), rng, frames=2)
+        frames.append(clip.frames[int(rng.integers(2))])
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def train_vae(steps: int | None, decoder_only: bool = False) -> None:
+    """Train the VAE; `decoder_only` continues the saved one's decoder (the latents, and so the UNets trained on
+    them, stay valid)."""
+    from diffusers import AutoencoderKL
+
+    stage = "vae_decoder" if decoder_only else "vae"
+    s = SETTINGS[stage]
+    start = time.time()
+    torch.manual_seed(s["seed"])
+    rng = np.random.default_rng(s["seed"])
+    if decoder_only:
+        vae = _load_vae().train()
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+    else:
+        blocks = len(s["block_out_channels"])
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, sample_size=world.SIZE,
+            norm_num_groups=s["norm_num_groups"], block_out_channels=s["block_out_channels"],
+            down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks)
+    trained = [p for p in vae.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(trained, lr=s["lr"], weight_decay=0.0)
+    steps = steps or s["steps"]
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, s["lr"], total_steps=steps, pct_start=0.05)
+    for step in range(steps):
+        frames = _random_frames(rng, s["batch"])
+        posterior = vae.encode(frames).latent_dist
+        recon = vae.decode(posterior.mode()).sample
+        mse = torch.nn.functional.mse_loss(recon, frames)
+        loss = mse + s["kl_weight"] * posterior.kl().mean()
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
+        optimiser.step()
+        schedule.step()
+        if step % 25 == 0 or step == steps - 1:
+            print(f"{stage} step {step} mse {mse.item():.5f} ({time.time() - start:.0f}s)", flush=True)
+        if decoder_only and (step + 1) % s["save_every"] == 0:
+            _save(vae, "vae")
+    vae.eval()
+    with torch.no_grad():
+        latents = vae.encode(_random_frames(rng, 256)).latent_dist.mean
+        test = _random_frames(rng, 64)
+        test_mse = torch.nn.functional.mse_loss(vae.decode(vae.encode(test).latent_dist.mean).sample, test).item()
+    if not decoder_only:
+        vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+    _save(vae, "vae")
+    _log(stage, time.time() - start, steps=steps, parameters=sum(p.numel() for p in vae.parameters()),
+         test_mse=round(test_mse, 5), scaling_factor=vae.config.scaling_factor)
+
+
+def _load_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(MICRO_DIR / "vae", torch_dtype=torch.float32).eval()
+
+
+def make_latents() -> None:
+    """Encode `clips_per_combination` clips of every training combination; cache them outside the repo."""
+    s = SETTINGS["latents"]
+    start = time.time()
+    rng = np.random.default_rng(s["seed"])
+    vae = _load_vae()
+    latents, labels = [], []
+    with torch.no_grad():
+        for combination in world.training_combinations():
+            clips = [world.make_clip(*combination, rng) for _ in range(s["clips_per_combination"])]
+            frames = torch.from_numpy(np.stack([c.frames for c in clips])).float() / 127.5 - 1.0
+            flat = frames.reshape(-1, world.SIZE, world.SIZE, 3).permute(0, 3, 1, 2)
+            encoded = vae.encode(flat).latent_dist.mean * vae.config.scaling_factor
+            latents.append(encoded.reshape(len(clips), world.FRAMES, *encoded.shape[1:]).transpose(1, 2))
+            labels += [combination] * len(clips)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    torch.save({"latents": torch.cat(latents).half(), "labels": labels}, CACHE / "latents.pt")
+    _log("latents", time.time() - start, clips=len(labels))
+
+
+class _Captions:
+    """Caption embeddings of the frozen text encoder, computed once per caption."""
+
+    def __init__(self):
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        self.tokenizer = CLIPTokenizer.from_pretrained(MICRO_DIR / "tokenizer")
+        self.encoder = CLIPTextModel.from_pretrained(MICRO_DIR / "text_encoder", dtype=torch.float32).eval()
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def __call__(self, text: str) -> torch.Tensor:
+        if text not in self._cache:
+            tokens = self.tokenizer(text, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+            with torch.no_grad():
+                self._cache[text] = self.encoder(tokens.input_ids)[0][0]
+        return self._cache[text]
+
+
+def _training_caption(rng: np.random.Generator, colour: str, shape: str, direction: str, video: bool) -> str:
+    c = SETTINGS["captions"]
+    if rng.random() < c["empty"]:
+        return ""
+    keep = lambda: rng.random() >= c["drop_attribute"]  # noqa: E731
+    keep_direction = keep() and (video or rng.random() >= c["drop_direction_2d"])
+    return world.caption(colour if keep() else None, shape if keep() else None, direction if keep_direction else None)
+
+
+def train_unet(kind: str, steps: int | None) -> None:
+    from diffusers import DDPMScheduler, UNet2DConditionModel, UNet3DConditionModel
+
+    s = SETTINGS[kind]
+    video = kind == "unet3d"
+    start = time.time()
+    torch.manual_seed(s["seed"])
+    rng = np.random.default_rng(s["seed"])
+    data = torch.load(CACHE / "latents.pt", weights_only=True)
+    latents, labels = data["latents"].float(), data["labels"]
+    captions = _Captions()
+    width = captions.encoder.config.hidden_size
+    unet_class = UNet3DConditionModel if video else UNet2DConditionModel
+    unet = unet_class(
+        sample_size=world.SIZE // 8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=s["block_out_channels"], down_block_types=s["down_block_types"],
+        up_block_types=s["up_block_types"], cross_attention_dim=width, attention_head_dim=s["attention_head_dim"],
+        norm_num_groups=8)
+    ema = unet_class.from_config(unet.config)
+    ema.load_state_dict(unet.state_dict())
+    ema.requires_grad_(False)
+    noise_schedule = DDPMScheduler.from_config(_SCHEDULER)
+    alphas = noise_schedule.alphas_cumprod
+    snr = alphas / (1 - alphas)
+    weights = torch.clamp(snr, max=SETTINGS["min_snr_gamma"]) / snr
+    optimiser = torch.optim.AdamW(unet.parameters(), lr=s["lr"], weight_decay=0.0)
+    steps = steps or s["steps"]
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, s["lr"], total_steps=steps, pct_start=0.05)
+    for step in range(steps):
+        picks = rng.integers(len(labels), size=s["batch"])
+        x0 = latents[picks]
+        if not video:  # one random frame of each clip
+            x0 = x0[torch.arange(len(picks)), :, torch.from_numpy(rng.integers(world.FRAMES, size=len(picks)))]
+        text = torch.stack([captions(_training_caption(rng, *labels[i], video)) for i in picks])
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, len(alphas), (len(picks),))
+        noisy = noise_schedule.add_noise(x0, noise, t)
+        predicted = unet(noisy, t, encoder_hidden_states=text).sample
+        per_sample = (predicted - noise).pow(2).flatten(1).mean(1)
+        loss = (per_sample * weights[t]).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        optimiser.step()
+        schedule.step()
+        decay = min(0.995, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for mine, averaged in zip(unet.parameters(), ema.parameters()):
+                averaged.lerp_(mine, 1 - decay)
+        if step % 10 == 0:
+            print(f"{kind} step {step} loss {loss.item():.4f} ({time.time() - start:.0f}s)", flush=True)
+        if (step + 1) % s["save_every"] == 0 or step == steps - 1:
+            _save(ema, kind)
+    _log(kind, time.time() - start, steps=steps, parameters=sum(p.numel() for p in unet.parameters()))
+
+
+def evaluate(seeds: int, steps: int) -> None:
+    """Colour and direction accuracy of both micro models over every combination, through the pack's nodes."""
+    from ..models.loading import load_model
+    from ..nodes import NODE_CLASS_MAPPINGS as N
+
+    start = time.time()
+    results = {}
+    for name in ("micro-text2video", "micro-sd"):
+        model, clip, vae = load_model(f"builtin:{name}", "float32")
+        negative = N["T2VTextEncode"]().encode(clip, "")[0]
+        tally = {"train": [0, 0, 0], "held_out": [0, 0, 0]}
+        for colour in world.COLOURS:
+            for shape in world.SHAPES:
+                for direction, (dx, dy) in world.DIRECTIONS.items():
+                    group = "held_out" if (colour, shape, direction) in world.HELD_OUT else "train"
+                    positive = N["T2VTextEncode"]().encode(clip, world.caption(colour, shape, direction))[0]
+                    for seed in range(seeds):
+                        if name == "micro-text2video":
+                            empty = N["T2VEmptyLatentVideo"]().create(64, 64, 8, 1)[0]
+                            latent = N["T2VSampler"]().sample(model, positive, negative, empty, seed, steps, 7.0,
+                                                               "ddim", "normal", 1.0)[0]
+                        else:
+                            latent = N["T2VText2VideoZero"]().generate(
+                                model, positive, negative, seed, steps, 7.0, "ddim", "normal", 64, 64, 8,
+                                -24 * dx, -24 * dy, steps - 4, steps - 2, 0)[0]
+                        frames = N["T2VVAEDecode"]().decode(vae, latent)[0].numpy()
+                        readings = [world.read_object(f) for f in frames]
+                        colours = [r.colour for r in readings]
+                        moved, _ = world.motion_direction(readings)
+                        tally[group][0] += 1
+                        tally[group][1] += colours.count(colour) > len(colours) // 2
+                        tally[group][2] += moved == direction
+        results[name] = {group: {"videos": n, "colour_right": c / n, "direction_right": d / n}
+                         for group, (n, c, d) in tally.items()}
+    _log("eval", time.time() - start, seeds=seeds, steps=steps, results=results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=("text", "vae", "latents", "unet3d", "unet2d", "vae_decoder", "eval"))
+    parser.add_argument("--steps", type=int, help="training steps (default: SETTINGS), or sampling steps for eval")
+    parser.add_argument("--seeds", type=int, default=2, help="eval: videos per combination")
+    args = parser.parse_args()
+    torch.set_num_threads(SETTINGS["threads"])
+    MICRO_DIR.mkdir(exist_ok=True)
+    if args.stage == "text":
+        train_text()
+    elif args.stage in ("vae", "vae_decoder"):
+        train_vae(args.steps, decoder_only=args.stage == "vae_decoder")
+    elif args.stage == "latents":
+        make_latents()
+    elif args.stage == "eval":
+        evaluate(args.seeds, args.steps or 20)
+    else:
+        train_unet(args.stage, args.steps)
+
+
+if __name__ == "__main__":
+    main()
