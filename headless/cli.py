@@ -14,6 +14,7 @@ from typing import Mapping
 from .. import bridge
 from .runner import NodeExecutionError, run_workflow
 from .workflow import InvalidWorkflow, Override, WorkflowError, input_specs
+from .workflow_file import read_workflow_file
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -44,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="validate and run a workflow (the editor's or the API format)",
                               description="Validate a workflow, run it, and print the written files as JSON. "
                                           "Exit status: 0 done, 1 a node failed, 2 invalid workflow, 130 interrupted.")
-    run.add_argument("workflow", type=Path, help="workflow JSON file")
+    run.add_argument("workflow", type=Path,
+                     help="workflow JSON file, or a video/png saved with its workflow (mp4, webm, webp, png)")
     run.add_argument("--models-dir", type=Path, help="folder with diffusers/ and text2video/ model folders")
     run.add_argument("--input-dir", type=Path, help="folder that input files are read from")
     run.add_argument("--output-dir", type=Path, help="folder that outputs are written to")
@@ -69,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_command(args: argparse.Namespace) -> int:
     try:
-        workflow = json.loads(args.workflow.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        print(f"cannot read workflow {args.workflow}: {exc}", file=sys.stderr)
+        workflow = read_workflow_file(args.workflow)
+    except WorkflowError as exc:
+        print(exc, file=sys.stderr)
         return EXIT_INVALID
     bridge.reset_folders()
     bridge.set_folders(models=args.models_dir, input=args.input_dir, output=args.output_dir)

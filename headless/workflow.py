@@ -106,7 +106,7 @@ class InputSpec:
 
     @property
     def has_upload_widget(self) -> bool:
-        """A required file combo gets an upload button, which the editor adds after the required inputs."""
+        """A required file combo gets an upload button, which the editor adds after all other widgets."""
         return self.required and self.socket_type == "COMBO" and any(self.options.get(key) for key in UPLOAD_OPTIONS)
 
     def default_value(self) -> Any:
@@ -165,23 +165,38 @@ class NodeSpec:
     def widgets(self) -> list[InputSpec]:
         return [spec for spec in self.inputs.values() if spec.is_widget]
 
-    def widget_positions(self) -> dict[str, int]:
-        """Index of each widget's value in a positional `widgets_values` list, as the editor saves it.
+    def widget_positions(self, saved_node: Mapping | None = None) -> dict[str, int]:
+        """Index of each widget's value in a node's positional `widgets_values`, as the editor saved it.
 
-        After a seed widget comes its `control_after_generate` value; a file-upload button adds one
-        value after the last required widget.
+        The editor (frontend 1.27) creates the widgets in input order, required then optional; after
+        a seed widget comes its `control_after_generate` value, and a file-upload button (`upload`)
+        adds one value after all widgets. Which widgets the node had when it was saved is read from its
+        `inputs[].widget` entries (every widget has one since frontend 1.16, the upload button too in
+        recent ones) when they account for every saved value; otherwise (older frontends list only
+        converted widgets) from this class.
         """
+        saved_node = saved_node or {}
+        saved = saved_node.get("widgets_values")
+        has_upload = any(spec.has_upload_widget for spec in self.widgets())
+        saved_names = [slot["widget"]["name"] for slot in saved_node.get("inputs") or []
+                       if isinstance(slot, Mapping) and isinstance(slot.get("widget"), Mapping)
+                       and isinstance(slot["widget"].get("name"), str)]
+        if saved_names and isinstance(saved, list):
+            positions, count = self._positions(saved_names)
+            if len(saved) in (count, count + has_upload):
+                return positions
+        return self._positions([spec.name for spec in self.widgets()])[0]
+
+    def _positions(self, names: list[str]) -> tuple[dict[str, int], int]:
+        """(name -> index, number of values) for widgets created in the order of `names`."""
         positions = {}
         index = 0
-        widgets = self.widgets()
-        upload_after = max((i for i, spec in enumerate(widgets) if spec.required), default=-1)
-        has_upload = any(spec.has_upload_widget for spec in widgets)
-        for i, spec in enumerate(widgets):
-            positions[spec.name] = index
-            index += 1 + spec.has_control_widget
-            if has_upload and i == upload_after:
-                index += 1
-        return positions
+        for name in names:
+            spec = self.inputs.get(name)
+            if spec is not None and spec.is_widget:
+                positions[name] = index
+            index += 1 + bool(spec is not None and spec.is_widget and spec.has_control_widget)
+        return positions, index
 
     def checks_range_itself(self, input_name: str) -> bool:
         """Inputs named in VALIDATE_INPUTS' signature skip the built-in range and choice checks."""
@@ -348,7 +363,7 @@ class _UiGraph:
             found = {widget.name: saved[widget.name] for widget in spec.widgets() if widget.name in saved}
         else:
             saved = saved or []
-            found = {name: saved[index] for name, index in spec.widget_positions().items() if index < len(saved)}
+            found = {name: saved[index] for name, index in spec.widget_positions(node).items() if index < len(saved)}
         defaults = {widget.name: widget.default_value() for widget in spec.widgets()
                     if widget.name not in found and widget.default_value() is not None}
         return {**defaults, **found}
@@ -488,8 +503,10 @@ def _set_ui_widget_value(ui_workflow: dict, node_id: str, spec: NodeSpec, name: 
     saved = node.get("widgets_values")
     if isinstance(saved, dict):
         saved[name] = value
-    elif isinstance(saved, list) and spec.widget_positions()[name] < len(saved):
-        saved[spec.widget_positions()[name]] = value
+    elif isinstance(saved, list):
+        index = spec.widget_positions(node).get(name)
+        if index is not None and index < len(saved):
+            saved[index] = value
 
 
 # --------------------------------------------------------------------------- validation

@@ -305,6 +305,47 @@ def read_frames(path: str | Path, skip_first: int = 0, select_every_nth: int = 1
     return LoadedVideo(torch.from_numpy(np.stack(kept)), fps)
 
 
+# --------------------------------------------------------------------------- embedded metadata
+
+
+def media_kind(path: str | Path) -> str | None:
+    """What a file is by its first bytes: png, webp, gif, matroska (webm/mkv), mp4 (mp4/mov), else None."""
+    with open(path, "rb") as file:
+        head = file.read(12)
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head.startswith(b"GIF8"):
+        return "gif"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "matroska"
+    if head[4:8] == b"ftyp":
+        return "mp4"
+    return None
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The text entries embedded in a png, webp, mp4/mov or webm/mkv file (keys lower-cased), as
+    `write_video` writes them and ComfyUI's editor reads them; {} for other files (gif)."""
+    path = Path(path)
+    kind = media_kind(path)
+    try:
+        if kind == "png":
+            with Image.open(path) as image:
+                return {key.lower(): value for key, value in getattr(image, "text", {}).items()}
+        if kind == "webp":
+            with Image.open(path) as image:
+                entries = [value.partition(":") for value in image.getexif().values() if isinstance(value, str)]
+            return {key.lower(): value for key, colon, value in entries if colon}
+        if kind in ("mp4", "matroska"):
+            with av.open(str(path)) as container:
+                return {key.lower(): value for key, value in container.metadata.items()}
+    except _DECODE_ERRORS as error:
+        raise VideoIOError("path", f"'{path.name}' cannot be read (corrupt or unsupported file): {error}") from error
+    return {}
+
+
 # --------------------------------------------------------------------------- output paths
 
 

@@ -16,6 +16,12 @@ SAVE_NODE = "T2VSaveVideo"
 CATEGORY = "Text2Video/video"
 MAX_FRAME_INDEX = 1_000_000
 
+ANIMATED_FORMATS = ("mp4", "webm", "webp")
+"""Results the editor shows as one animated file (`animated` in the node's ui): mp4/webm in a video
+element, webp in an image. gif must not be among them: the editor would try to play it as a video."""
+PREVIEW_INFO_KEY = "t2v_video"
+"""The ui entry with what the pack's editor extension captions a result with (frames, size, fps)."""
+
 _LOAD_INPUT_OF = {"path": "video"}
 _SAVE_INPUT_OF = {"frames": "images"}
 
@@ -127,6 +133,7 @@ class T2VSaveVideo:
                                                "tooltip": "File name inside the output folder; may start with "
                                                           "subfolders. A number is appended (_00001)."}),
                 "format": (list(video_io.SAVE_FORMATS), {
+                    "default": "mp4",
                     "tooltip": "mp4 = H.264 (odd sizes padded by one pixel), webm = VP9, gif, webp = animated "
                                "WebP, png = a folder of lossless numbered frames."}),
             },
@@ -158,8 +165,10 @@ class T2VSaveVideo:
         except video_io.VideoIOError as error:
             raise _node_error(SAVE_NODE, _SAVE_INPUT_OF, error) from error
         results = [{"filename": name, "subfolder": saved.subfolder, "type": "output"} for name in saved.filenames]
-        ui = {"images": results}
-        if format != "png":
+        ui = {"images": results, PREVIEW_INFO_KEY: [{"format": format, "frames": images.shape[0],
+                                                      "width": images.shape[2], "height": images.shape[1],
+                                                      "fps": fps}]}
+        if format in ANIMATED_FORMATS:
             ui["animated"] = (True,)
         return {"ui": ui, "result": ()}
 

@@ -79,10 +79,23 @@ def test_load_node_lists_the_input_folder_with_an_upload_button(folders):
 
 def test_save_returns_what_the_editor_previews(folders):
     _, output_dir = folders
-    result = save(numbered_frames(4), "mp4")
+    result = save(numbered_frames(4), "mp4", fps=12.5)
     assert result == {"ui": {"images": [{"filename": "video_00001.mp4", "subfolder": "Text2Video",
-                                         "type": "output"}], "animated": (True,)}, "result": ()}
+                                         "type": "output"}], "animated": (True,),
+                             "t2v_video": [{"format": "mp4", "frames": 4, "width": 40, "height": 24, "fps": 12.5}]},
+                      "result": ()}
     assert (output_dir / "Text2Video" / "video_00001.mp4").is_file()
+
+
+@pytest.mark.parametrize("video_format, animated", [("mp4", True), ("webm", True), ("webp", True), ("gif", False),
+                                                    ("png", False)])
+def test_only_single_file_animations_are_reported_animated(folders, video_format, animated):
+    """The editor plays `animated` results in a video element (an image for webp): a gif there shows nothing."""
+    assert ("animated" in save(numbered_frames(2), video_format)["ui"]) is animated
+
+
+def test_format_defaults_to_mp4():
+    assert T2VSaveVideo.INPUT_TYPES()["required"]["format"][1]["default"] == "mp4"
 
 
 def test_png_save_returns_the_frames_of_its_folder(folders):

@@ -40,10 +40,28 @@ def test_api_format_passes_through_and_is_valid():
     assert problems_of(standard_ui().build()) == []
 
 
-def test_control_after_generate_option_and_upload_button_take_a_slot():
+def test_upload_button_value_comes_after_the_optional_widgets_as_the_editor_saves_it():
     ui = UiWorkflow()
-    ui.node(1, "FakeUpload", ["b.mp4", 12, "image", 320], outputs=["LATENT"])
+    ui.node(1, "FakeUpload", ["b.mp4", 12, 320, "image"], outputs=["LATENT"])
     assert to_api(ui.build())["1"]["inputs"] == {"video": "b.mp4", "frame_limit": 12, "width": 320}
+
+
+def test_saved_widget_inputs_say_which_widgets_the_node_had_when_it_was_saved():
+    """A node saved before its optional `width` existed: the upload value sits where width is now."""
+    ui = UiWorkflow()
+    ui.node(1, "FakeUpload", ["b.mp4", 12, "image"], outputs=["LATENT"],
+            inputs=[("video", "COMBO", "video"), ("frame_limit", "INT", "frame_limit")])
+    assert to_api(ui.build())["1"]["inputs"] == {"video": "b.mp4", "frame_limit": 12, "width": 0}
+    ui.nodes[1]["widgets_values"] = ["b.mp4", 12, 16, "image"]  # saved with width: the class's layout
+    assert to_api(ui.build())["1"]["inputs"]["width"] == 16
+
+
+def test_an_override_lands_in_the_saved_layout_of_the_ui_workflow():
+    ui = UiWorkflow()
+    ui.node(1, "FakeUpload", ["b.mp4", 12, "image"], outputs=["LATENT"],
+            inputs=[("video", "COMBO", "video"), ("frame_limit", "INT", "frame_limit")])
+    prepared = prepare_workflow(ui.build(), ["1.frame_limit=5"], NODE_CLASS_MAPPINGS)
+    assert prepared.ui_workflow["nodes"][0]["widgets_values"] == ["b.mp4", 5, "image"]
 
 
 def test_missing_trailing_widget_values_get_defaults_and_dict_values_go_by_name():
@@ -313,3 +331,18 @@ def test_overrides_naming_nothing_are_problems():
         "(its source, node 3 (FakeEmptyLatent), is bypassed and has no input of type LATENT to pass through)",
         "node 40 input 'steps': --set: no node has this id",
     ]
+
+
+def test_an_editor_saved_load_video_node_maps_every_widget_by_name(tmp_path):
+    """What frontend 1.27 saves for T2VLoadVideo: a widget input per widget, the upload button's value last."""
+    from comfyui_text2video import nodes
+
+    ui = UiWorkflow()
+    ui.node(1, "T2VLoadVideo", ["clip.mp4", 16, 2, 3, 64, 48, "image"], outputs=["IMAGE", "FLOAT", "INT"],
+            inputs=[(name, kind, name) for name, kind in [("video", "COMBO"), ("frame_limit", "INT"),
+                                                          ("skip_first", "INT"), ("select_every_nth", "INT"),
+                                                          ("width", "INT"), ("height", "INT"),
+                                                          ("upload", "IMAGEUPLOAD")]])
+    prompt = load_workflow(ui.build(), NodeSpecs(nodes.NODE_CLASS_MAPPINGS)).prompt
+    assert prompt["1"]["inputs"] == {"video": "clip.mp4", "frame_limit": 16, "skip_first": 2, "select_every_nth": 3,
+                                     "width": 64, "height": 48}
