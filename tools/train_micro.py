@@ -215,7 +215,8 @@ def _training_caption(rng: np.random.Generator, colour: str, shape: str, directi
     return world.caption(colour if keep() else None, shape if keep() else None, direction if keep_direction else None)
 
 
-def train_unet(kind: str, steps: int | None) -> None:
+def train_unet(kind: str, steps: int | None, resume: bool = False) -> None:
+    """Train a UNet from scratch, or (`resume`) go on from its saved weights with a fresh optimiser."""
     from diffusers import DDPMScheduler, UNet2DConditionModel, UNet3DConditionModel
 
     s = SETTINGS[kind]
@@ -233,6 +234,8 @@ def train_unet(kind: str, steps: int | None) -> None:
         block_out_channels=s["block_out_channels"], down_block_types=s["down_block_types"],
         up_block_types=s["up_block_types"], cross_attention_dim=width, attention_head_dim=s["attention_head_dim"],
         norm_num_groups=8)
+    if resume:
+        unet.load_state_dict(unet_class.from_pretrained(MICRO_DIR / kind, torch_dtype=torch.float32).state_dict())
     ema = unet_class.from_config(unet.config)
     ema.load_state_dict(unet.state_dict())
     ema.requires_grad_(False)
@@ -268,7 +271,7 @@ def train_unet(kind: str, steps: int | None) -> None:
             print(f"{kind} step {step} loss {loss.item():.4f} ({time.time() - start:.0f}s)", flush=True)
         if (step + 1) % s["save_every"] == 0 or step == steps - 1:
             _save(ema, kind)
-    _log(kind, time.time() - start, steps=steps, parameters=sum(p.numel() for p in unet.parameters()))
+    _log(kind, time.time() - start, steps=steps, resumed=resume, parameters=sum(p.numel() for p in unet.parameters()))
 
 
 def evaluate(seeds: int, steps: int) -> None:
@@ -313,6 +316,7 @@ def main() -> None:
     parser.add_argument("stage", choices=("text", "vae", "latents", "unet3d", "unet2d", "vae_decoder", "eval"))
     parser.add_argument("--steps", type=int, help="training steps (default: SETTINGS), or sampling steps for eval")
     parser.add_argument("--seeds", type=int, default=2, help="eval: videos per combination")
+    parser.add_argument("--resume", action="store_true", help="unet3d/unet2d: go on from the saved weights")
     args = parser.parse_args()
     torch.set_num_threads(SETTINGS["threads"])
     MICRO_DIR.mkdir(exist_ok=True)
@@ -325,7 +329,7 @@ def main() -> None:
     elif args.stage == "eval":
         evaluate(args.seeds, args.steps or 20)
     else:
-        train_unet(args.stage, args.steps)
+        train_unet(args.stage, args.steps, args.resume)
 
 
 if __name__ == "__main__":
