@@ -1,7 +1,14 @@
-"""`python -m comfyui_text2video run|nodes ...`: see `cli.py`."""
+"""`python -m comfyui_text2video run|batch|nodes ...`: see `cli.py`."""
 
+import signal
 import sys
 
-from .headless.cli import main
+try:
+    from .headless.cli import main  # imports torch: seconds in which a Ctrl-C may come
 
-sys.exit(main())
+    status = main()
+except KeyboardInterrupt:  # main() handles it once running; this is start-up
+    print("interrupted", file=sys.stderr)
+    status = 130  # the CLI's EXIT_INTERRUPTED
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # winding down the interpreter can take seconds: Ctrl-C ends it at once
+sys.exit(status)

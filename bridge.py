@@ -32,9 +32,11 @@ MODEL_FOLDER = "text2video"
 """The pack's own models folder (beside ComfyUI's `diffusers` folder)."""
 
 DIFFUSERS_FOLDER = "diffusers"
+DEFAULT_PREVIEW_SIZE = 512
 
 _folder_overrides: dict[str, Path] = {}
 _device_override: torch.device | None = None
+_sequential_offload = False
 _interrupt_requested = threading.Event()
 
 
@@ -82,6 +84,16 @@ def model_roots() -> list[tuple[str, Path]]:
     return roots
 
 
+CONTROLNET_FOLDER = "controlnet"
+
+
+def controlnet_roots() -> list[Path]:
+    """Folders that hold ControlNets: ComfyUI's `models/controlnet` (headless: `<data>/models/controlnet`)."""
+    if IN_COMFYUI:
+        return [Path(p) for p in _folder_paths.get_folder_paths(CONTROLNET_FOLDER)]
+    return [_headless_folder("models") / CONTROLNET_FOLDER]
+
+
 def builtin_cache_dir() -> Path:
     """Writable cache for the built-in tiny models, inside the pack's models folder."""
     return model_roots()[0][1] / ".builtin"
@@ -117,6 +129,36 @@ def _register_comfyui_folders() -> None:  # pragma: no cover - ComfyUI only
 
 if IN_COMFYUI:  # pragma: no cover
     _register_comfyui_folders()
+
+
+def add_json_route(path: str, handler) -> None:
+    """Answer `GET path` on ComfyUI's server with `handler(query: dict) -> (HTTP status, JSON payload)`,
+    run in a worker thread (the editor extension's requests). Outside ComfyUI there is no server: nothing happens."""
+    if not IN_COMFYUI:
+        return
+    import asyncio
+
+    from aiohttp import web
+    from server import PromptServer
+
+    if getattr(PromptServer, "instance", None) is None:  # ComfyUI's modules without its server (its unit tests)
+        return
+
+    async def respond(request):
+        status, payload = await asyncio.to_thread(handler, dict(request.rel_url.query))
+        return web.json_response(payload, status=status)
+
+    PromptServer.instance.routes.get(path)(respond)
+
+
+def video_components(value) -> tuple[torch.Tensor, float] | None:
+    """`(frames, fps)` of a core ComfyUI `VIDEO` (LoadVideo's, CreateVideo's: anything with
+    `get_components()`), or None for anything else. Duck-typed: `comfy_api` cannot be imported without ComfyUI."""
+    get_components = getattr(value, "get_components", None)
+    if not callable(get_components):
+        return None
+    components = get_components()
+    return components.images, float(components.frame_rate)
 
 
 # --------------------------------------------------------------------------- devices
@@ -223,7 +265,12 @@ class ManagedModule:
         self.role = role
         self.device = load_device(role)
         self.patcher = None
-        module.to(offload_device(role))
+        if sequential_offload():
+            from accelerate import cpu_offload
+
+            cpu_offload(module.to("cpu"), execution_device=self.device)
+        else:
+            module.to(offload_device(role))
         if IN_COMFYUI:
             holder = _holder_class(type(module).__name__)(module)
             self.patcher = _comfy_patcher.ModelPatcher(holder, load_device=self.device,
@@ -239,6 +286,18 @@ class ManagedModule:
             _comfy_mm.load_models_gpu([self.patcher], force_full_load=True)
 
 
+def set_sequential_offload(enabled: bool) -> None:
+    """Headless: keep the weights of models loaded from now on in CPU memory and move each layer to the compute
+    device only while it runs (accelerate's `cpu_offload`): slow, but a GPU with little memory holds one layer at a
+    time. Inside ComfyUI its own model management offloads, and this has no effect."""
+    global _sequential_offload
+    _sequential_offload = bool(enabled)
+
+
+def sequential_offload() -> bool:
+    return _sequential_offload and not IN_COMFYUI
+
+
 def host_owns_models() -> bool:
     """Whether a host (ComfyUI) decides how long models stay loaded.
 
@@ -246,6 +305,68 @@ def host_owns_models() -> bool:
     alone decide when a model's memory is given back.
     """
     return IN_COMFYUI
+
+
+# --------------------------------------------------------------------------- core models (ComfyUI's MODEL)
+
+CORE_SAMPLERS_OUTSIDE_COMFYUI = ["euler", "ddim", "dpmpp_2m", "uni_pc"]
+CORE_SCHEDULERS_OUTSIDE_COMFYUI = ["normal", "karras", "simple"]
+
+
+def _class_names(obj) -> set[str]:
+    return {cls.__name__ for cls in type(obj).__mro__}
+
+
+def core_model_problem(model) -> str | None:
+    """Why `model` is not a core `MODEL` with a Stable Diffusion UNet in sigma (eps/v) space, or None.
+
+    Read by class names, so it needs no ComfyUI import: `UNetModel` is ComfyUI's SD 1.x/2.x/SDXL UNet, and
+    the `EPS` family (eps, v-prediction) puts noisy latents at `x0 + sigma * noise`.
+    """
+    if not all(hasattr(model, name) for name in ("clone", "set_model_attn1_patch", "get_model_object")):
+        return (f"expected a core MODEL (from CheckpointLoaderSimple, UNETLoader, a LoRA loader...), got "
+                f"{type(model).__name__}; the pack's own T2V_MODEL takes T2VCrossFrameAttention instead")
+    unet = model.get_model_object("diffusion_model")
+    if "UNetModel" not in _class_names(unet):
+        return (f"its diffusion model is a {type(unet).__name__}; Text2Video-Zero needs a Stable Diffusion "
+                "1.x/2.x/SDXL UNet")
+    if "EPS" not in _class_names(model.get_model_object("model_sampling")):
+        return "its sampling is not eps or v-prediction (a flow model?); Text2Video-Zero needs an SD-style model"
+    return None
+
+
+def core_model_with_attn1_patch(model, patch):
+    """A clone of the core `ModelPatcher` with `patch` added to every transformer block's self-attention.
+
+    The clone deep-copies the model options, so the input model (and every other branch using it) never
+    sees the patch; LoRAs and other patches on either side of the clone carry over as usual.
+    """
+    patched = model.clone()
+    patched.set_model_attn1_patch(patch)
+    return patched
+
+
+def core_sampler_choices() -> tuple[list[str], list[str]]:
+    """Core KSampler's `sampler_name` and `scheduler` choices (outside ComfyUI, where no MODEL exists, a few)."""
+    if IN_COMFYUI:
+        from comfy.samplers import KSampler
+
+        return list(KSampler.SAMPLERS), list(KSampler.SCHEDULERS)
+    return list(CORE_SAMPLERS_OUTSIDE_COMFYUI), list(CORE_SCHEDULERS_OUTSIDE_COMFYUI)
+
+
+def core_sigmas(model, steps: int, sampler_name: str, scheduler: str) -> torch.Tensor:
+    """The sigmas core KSampler and KSamplerAdvanced step through for these settings (on the CPU)."""
+    if not IN_COMFYUI:
+        raise RuntimeError("core MODELs and their sigmas exist only inside ComfyUI")
+    from comfy.samplers import KSampler
+
+    return KSampler(model, steps, "cpu", sampler_name, scheduler, denoise=1.0).sigmas.cpu()
+
+
+def core_latent_format(model):
+    """The model's latent format: `process_in` (LATENT -> model space) and `process_out` (back)."""
+    return model.get_model_object("latent_format")
 
 
 # --------------------------------------------------------------------------- progress and interrupts
@@ -270,8 +391,22 @@ def check_interrupt() -> None:
 
 
 def shows_previews() -> bool:
-    """Whether progress updates can show a preview image (ComfyUI's editor; not a terminal)."""
-    return IN_COMFYUI
+    """Whether progress updates carry a latent preview: in ComfyUI, unless its `--preview-method` is `none`
+    (its default); never headless (a terminal cannot show one)."""
+    if IN_COMFYUI:
+        from comfy.cli_args import LatentPreviewMethod, args
+
+        return args.preview_method != LatentPreviewMethod.NoPreviews
+    return False
+
+
+def preview_size() -> int:
+    """The largest side of a latent preview in pixels (ComfyUI's `--preview-size`)."""
+    if IN_COMFYUI:
+        from comfy.cli_args import args
+
+        return args.preview_size
+    return DEFAULT_PREVIEW_SIZE
 
 
 class Progress:
@@ -290,7 +425,7 @@ class Progress:
     def update(self, done: int, preview=None) -> None:
         """Set the counter to `done` steps (and, in ComfyUI, show `preview`, a PIL image)."""
         if IN_COMFYUI:
-            preview_arg = ("JPEG", preview, 512) if preview is not None else None
+            preview_arg = ("JPEG", preview, preview_size()) if preview is not None else None
             self._bar.update_absolute(done, self.total, preview_arg)
         else:
             self._bar.n = done

@@ -62,8 +62,8 @@ class CrossFrameAttentionProcessor:
                 encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
             hidden_states = _attention(attn, hidden_states, encoder_hidden_states, attention_mask)
         elif attention_mask is not None:
-            anchor_of_each_frame = self._anchor_of_each_frame(hidden_states)
-            hidden_states = _attention(attn, hidden_states, anchor_of_each_frame, attention_mask)
+            anchors = anchor_of_each_frame(hidden_states, self.frames_per_group)
+            hidden_states = _attention(attn, hidden_states, anchors, attention_mask)
         else:
             hidden_states = self._cross_frame_attention(attn, hidden_states)
 
@@ -76,28 +76,10 @@ class CrossFrameAttentionProcessor:
             hidden_states = hidden_states / attn.rescale_output_factor
         return hidden_states
 
-    def _group_count(self, batch: int) -> int:
-        if batch % self.frames_per_group:
-            raise ValueError(
-                f"cross-frame attention needs whole groups of {self.frames_per_group} frames, "
-                f"but the batch has {batch} frames"
-            )
-        return batch // self.frames_per_group
-
-    def _anchors(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """`[groups * frames, tokens, C]` -> the first frame of each group, `[groups, tokens, C]` (a view)."""
-        groups = self._group_count(hidden_states.shape[0])
-        return hidden_states.unflatten(0, (groups, self.frames_per_group))[:, 0]
-
-    def _anchor_of_each_frame(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """Each frame's anchor in the frame's place: `[groups * frames, tokens, C]`."""
-        anchors = self._anchors(hidden_states)
-        return anchors.unsqueeze(1).expand(-1, self.frames_per_group, -1, -1).flatten(0, 1)
-
     def _cross_frame_attention(self, attn: Attention, hidden_states: torch.Tensor) -> torch.Tensor:
         """Self-attention of all frames of a group as one query sequence against the anchor's keys."""
         batch, tokens, _ = hidden_states.shape
-        anchors = self._anchors(hidden_states)
+        anchors = anchor_frames(hidden_states, self.frames_per_group)
         group_queries = attn.to_q(hidden_states).reshape(anchors.shape[0], self.frames_per_group * tokens, -1)
         query = _split_heads(group_queries, attn.heads)
         key = _split_heads(attn.to_k(anchors), attn.heads)
@@ -105,6 +87,50 @@ class CrossFrameAttentionProcessor:
         query, key = _normalize_query_and_key(attn, query, key)
         attended = F.scaled_dot_product_attention(query, key, value, scale=attn.scale)
         return _merge_heads(attended).reshape(batch, tokens, -1)
+
+
+def _group_count(batch: int, frames_per_group: int) -> int:
+    if batch % frames_per_group:
+        raise ValueError(f"cross-frame attention needs whole groups of {frames_per_group} frames, "
+                         f"but the batch has {batch} frames")
+    return batch // frames_per_group
+
+
+def anchor_frames(frames: torch.Tensor, frames_per_group: int) -> torch.Tensor:
+    """`[groups * frames_per_group, ...]` -> the first frame of each group, `[groups, ...]` (a view)."""
+    groups = _group_count(frames.shape[0], frames_per_group)
+    return frames.unflatten(0, (groups, frames_per_group))[:, 0]
+
+
+def anchor_of_each_frame(frames: torch.Tensor, frames_per_group: int) -> torch.Tensor:
+    """Every frame replaced by the first frame of its group: the same shape (an expanded view).
+
+    This is cross-frame attention's whole change: a self-attention whose keys and values are computed
+    from these instead of from the frames themselves lets each frame attend to its group's anchor.
+    """
+    anchors = anchor_frames(frames, frames_per_group)
+    return anchors.unsqueeze(1).expand(-1, frames_per_group, *anchors.shape[1:]).flatten(0, 1)
+
+
+class CrossFrameAttn1Patch:
+    """Cross-frame attention as a ComfyUI `attn1_patch` (`ModelPatcher.set_model_attn1_patch`).
+
+    ComfyUI calls it in every transformer block as `patch(n, context, value, extra_options)` before the
+    block's self-attention projects keys from `context` and values from `value`; it returns them taken
+    from each frame's anchor. The batch is `len(extra_options["cond_or_uncond"])` guidance branches
+    (cond, uncond, more for DualCFG or combined conditionings) of the same frames each: every branch is
+    one group. The attention itself stays ComfyUI's (its kernel, precision and other patches).
+    """
+
+    def __call__(self, n: torch.Tensor, context: torch.Tensor, value: torch.Tensor, extra_options: dict):
+        branches = len(extra_options.get("cond_or_uncond") or [None])
+        if n.shape[0] % branches:
+            raise ValueError(f"cross-frame attention: a batch of {n.shape[0]} does not split into {branches} "
+                             "guidance branches of equal length")
+        frames_per_group = n.shape[0] // branches
+        anchored_context = anchor_of_each_frame(context, frames_per_group)
+        anchored_value = anchored_context if value is context else anchor_of_each_frame(value, frames_per_group)
+        return n, anchored_context, anchored_value
 
 
 def _attention(
@@ -163,8 +189,11 @@ class CrossFrameAttention:
 
     Stateless: one instance can serve any number of model handles, and installations may nest (each
     restores what it found). Processors are swapped on the shared UNet module, so two threads must not
-    sample with the same UNet at once.
+    sample with the same UNet at once. ControlNets running beside the UNet are patched too (the seed's
+    ControlNet recipe sets the processor on both).
     """
+
+    patches_controlnets = True
 
     @contextlib.contextmanager
     def installed(self, unet: torch.nn.Module, frames_per_group: int) -> Iterator[None]:

@@ -1,4 +1,4 @@
-"""Command line: `python -m comfyui_text2video run WORKFLOW.json ...` and `... nodes [--json]`."""
+"""Command line: `python -m comfyui_text2video run WORKFLOW.json ...`, `... batch ...` and `... nodes [--json]`."""
 
 from __future__ import annotations
 
@@ -45,20 +45,36 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="validate and run a workflow (the editor's or the API format)",
                               description="Validate a workflow, run it, and print the written files as JSON. "
                                           "Exit status: 0 done, 1 a node failed, 2 invalid workflow, 130 interrupted.")
-    run.add_argument("workflow", type=Path,
-                     help="workflow JSON file, or a video/png saved with its workflow (mp4, webm, webp, png)")
-    run.add_argument("--models-dir", type=Path, help="folder with diffusers/ and text2video/ model folders")
-    run.add_argument("--input-dir", type=Path, help="folder that input files are read from")
-    run.add_argument("--output-dir", type=Path, help="folder that outputs are written to")
-    run.add_argument("--set", dest="overrides", metavar="NODE_ID.INPUT=VALUE", type=_override, action="append",
-                     default=[], help="override an input value (VALUE is read as JSON if it parses, else as text); "
-                                      "repeatable")
-    run.add_argument("--device", type=_device, default="auto", help="auto (default), cpu, cuda or cuda:N")
-    run.add_argument("--traceback", action="store_true", help="print the full traceback when a node fails")
+    _add_runner_flags(run)
+
+    batch = commands.add_parser("batch", help="render a workflow once per job of a CSV or JSONL file",
+                                description="Validate every job, render them (split across the processes of "
+                                            "`accelerate launch`), record each in manifest.jsonl in the output "
+                                            "folder and skip the recorded ones on a rerun. Exit status: 0 done, "
+                                            "1 some job failed, 2 invalid jobs, 130 interrupted.")
+    batch.add_argument("--jobs", type=Path, required=True,
+                       help="CSV (header: NODE_ID.INPUT columns) or JSONL (one object of NODE_ID.INPUT keys a line)")
+    _add_runner_flags(batch)
 
     nodes = commands.add_parser("nodes", help="describe the pack's nodes (what ComfyUI's /object_info says)")
     nodes.add_argument("--json", action="store_true", help="print the /object_info JSON")
     return parser
+
+
+def _add_runner_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("workflow", type=Path,
+                        help="workflow JSON file, or a video/png saved with its workflow (mp4, webm, webp, png)")
+    parser.add_argument("--models-dir", type=Path, help="folder with diffusers/ and text2video/ model folders")
+    parser.add_argument("--input-dir", type=Path, help="folder that input files are read from")
+    parser.add_argument("--output-dir", type=Path, help="folder that outputs are written to")
+    parser.add_argument("--set", dest="overrides", metavar="NODE_ID.INPUT=VALUE", type=_override, action="append",
+                        default=[], help="override an input value (VALUE is read as JSON if it parses, else as "
+                                         "text); repeatable")
+    parser.add_argument("--device", type=_device, default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--cpu-offload", action="store_true",
+                        help="keep the weights in CPU memory and move each layer to the GPU only while it runs (for "
+                             "GPUs with little memory; slower)")
+    parser.add_argument("--traceback", action="store_true", help="print the full traceback when a node fails")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "nodes":
         return _nodes_command(args.json)
+    if args.command == "batch":
+        from .batch import batch_command  # imports accelerate, which `run` does not need
+
+        return batch_command(args)
     return _run_command(args)
 
 
@@ -78,6 +98,7 @@ def _run_command(args: argparse.Namespace) -> int:
     bridge.reset_folders()
     bridge.set_folders(models=args.models_dir, input=args.input_dir, output=args.output_dir)
     bridge.set_device(args.device)
+    bridge.set_sequential_offload(args.cpu_offload)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON summary
             summary = run_workflow(workflow, args.overrides, on_node=lambda line: print(line, file=sys.stderr))

@@ -139,9 +139,9 @@ def _describe(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def _interrupt_on_sigint():
-    """Ctrl-C asks the running node to stop at its next step; a second Ctrl-C stops at once.
-
-    Only in the main thread (where Python delivers signals); the previous handler comes back afterwards.
+    """Ctrl-C asks the running node to stop at its next step; a second Ctrl-C stops at once, and
+    further ones are ignored so that they cannot cut short the clean-up on the way out (partial files,
+    patches). Only in the main thread (where Python delivers signals); the previous handler comes back afterwards.
     """
     bridge.clear_interrupt()
     if threading.current_thread() is not threading.main_thread():
@@ -153,6 +153,7 @@ def _interrupt_on_sigint():
         nonlocal presses
         presses += 1
         if presses > 1:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             raise KeyboardInterrupt
         bridge.request_interrupt()
         print("\nstopping after the current step (press Ctrl-C again to stop at once)", file=sys.stderr)

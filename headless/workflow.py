@@ -16,6 +16,8 @@ import json
 import re
 from typing import Any, Iterable, Mapping
 
+from ..errors import NodeInputError
+
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 SEED_WIDGET_NAMES = frozenset({"seed", "noise_seed"})
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
@@ -28,6 +30,9 @@ PRIMITIVE = "PrimitiveNode"
 NOTE_TYPES = frozenset({"Note", "MarkdownNote"})
 
 MAX_LISTED_CHOICES = 20
+MAX_NESTING = 100
+"""JSON nested deeper than this is not a workflow (the editor's nests a few levels); refusing it up front keeps
+reading, copying and checking it from running out of stack."""
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 
 
@@ -248,6 +253,8 @@ class LoadedWorkflow:
     """(node id, input name) -> why the link into that input was dropped (a muted source, ...)."""
     left_out: dict[str, str] = dataclasses.field(default_factory=dict)
     """UI node id -> why it is not part of the prompt (muted, bypassed, frontend-only)."""
+    malformed: set[str] = dataclasses.field(default_factory=set)
+    """Node ids whose inputs could not be read (a problem says why); their inputs are not checked further."""
 
 
 def is_ui_workflow(data: Any) -> bool:
@@ -255,18 +262,136 @@ def is_ui_workflow(data: Any) -> bool:
 
 
 def load_workflow(data: Any, specs: NodeSpecs) -> LoadedWorkflow:
-    """Convert either workflow format to an API-format prompt (a new dict; `data` is not changed)."""
+    """Convert either workflow format to an API-format prompt (a new dict; `data` is not changed).
+
+    Raises `WorkflowError` for data that is no workflow at all, `InvalidWorkflow` for a workflow whose
+    nodes or links are not shaped as ComfyUI writes them.
+    """
+    depth = nesting_depth(data)
+    if depth > MAX_NESTING:
+        raise WorkflowError(f"not a ComfyUI workflow: its JSON nests more than {MAX_NESTING} levels deep")
     if is_ui_workflow(data):
+        problems = ui_structure_problems(data)
+        if problems:
+            raise InvalidWorkflow(problems)
         try:
             return _UiGraph(data, specs).to_api()
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise WorkflowError(f"malformed editor workflow: {type(exc).__name__}: {exc}") from exc
     if isinstance(data, Mapping) and all(isinstance(node, Mapping) for node in data.values()):
-        prompt = {str(node_id): {"class_type": node.get("class_type"), "inputs": dict(node.get("inputs") or {})}
-                  for node_id, node in data.items()}
-        return LoadedWorkflow(prompt)
+        return _api_prompt(data)
     raise WorkflowError("not a ComfyUI workflow: expected the editor's format (with 'nodes' and 'links') "
                         "or the API format ({node_id: {'class_type': ..., 'inputs': {...}}})")
+
+
+def nesting_depth(data: Any, stop_after: int = MAX_NESTING) -> int:
+    """How deep lists and objects nest in `data` (a scalar is 0), counted without recursion up to `stop_after` + 1."""
+    deepest = 0
+    pending = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        children = value.values() if isinstance(value, Mapping) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > stop_after:
+            break
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in words ("a list", "a string", ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    for kinds, name in (((int, float), "a number"), (str, "a string"), (list, "a list"), (Mapping, "an object")):
+        if isinstance(value, kinds):
+            return name
+    return type(value).__name__
+
+
+def _api_prompt(data: Mapping) -> LoadedWorkflow:
+    """An API-format prompt; a node whose `inputs` is not an object is a problem (and is not checked further)."""
+    loaded = LoadedWorkflow({})
+    for node_id, node in data.items():
+        node_id = str(node_id)
+        class_type = node.get("class_type")
+        inputs = node.get("inputs")
+        if inputs is not None and not isinstance(inputs, Mapping):
+            described = class_type if isinstance(class_type, str) else None
+            loaded.problems.append(Problem(
+                "invalid_prompt", f"'inputs' is {_json_kind(inputs)}; it must be an object of input names to "
+                                  "values or [node_id, output_index] links", node_id, described))
+            loaded.malformed.add(node_id)
+            inputs = None
+        loaded.prompt[node_id] = {"class_type": class_type, "inputs": dict(inputs or {})}
+    return loaded
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def ui_structure_problems(data: Mapping) -> list[Problem]:
+    """Where an editor workflow's nodes or links are not shaped as the editor saves them."""
+    problems = []
+    fix = "; re-save the workflow from the editor"
+    for position, node in enumerate(data["nodes"]):
+        if not isinstance(node, Mapping) or not _is_id(node.get("id")):
+            what = "not an object" if not isinstance(node, Mapping) else "without an 'id'"
+            problems.append(Problem("invalid_prompt", f"entry {position} of 'nodes' is {what}{fix}"))
+            continue
+        node_id = str(node["id"])
+        node_type = node.get("type") if isinstance(node.get("type"), str) else None
+
+        def fault(message: str, input_name: str | None = None) -> None:
+            problems.append(Problem("invalid_prompt", message + fix, node_id, node_type, input_name))
+
+        for key in ("inputs", "outputs"):
+            slots = node.get(key)
+            if slots is not None and not (isinstance(slots, list) and all(isinstance(s, Mapping) for s in slots)):
+                fault(f"'{key}' is {_json_kind(slots)}; it must be a list of slot objects")
+        slots = node.get("inputs")
+        for slot in slots if isinstance(slots, list) else []:
+            if not isinstance(slot, Mapping):
+                break
+            widget = slot.get("widget")
+            if not isinstance(slot.get("name"), str):
+                fault("an input slot has no name")
+            elif widget is not None and not (isinstance(widget, Mapping) and isinstance(widget.get("name", ""), str)):
+                fault(f"the slot's 'widget' is {_json_kind(widget)}; it must be an object with a name", slot["name"])
+            elif slot.get("link") is not None and not _is_id(slot["link"]):
+                fault(f"the slot's 'link' is {_json_kind(slot['link'])}; it must be a link id or null", slot["name"])
+        saved = node.get("widgets_values")
+        if saved is not None and not isinstance(saved, (list, Mapping)):
+            fault(f"'widgets_values' is {_json_kind(saved)}; it must be a list (or an object) of widget values")
+    links = data.get("links")
+    if links is not None and not isinstance(links, list):
+        problems.append(Problem("invalid_prompt", f"'links' is {_json_kind(links)}; it must be a list{fix}"))
+    for link in links if isinstance(links, list) else []:
+        if not _is_ui_link(link):
+            problems.append(Problem("invalid_prompt", f"the link {_show(link)[:80]} is not [id, origin_id, "
+                                    f"origin_slot, target_id, target_slot, type]{fix}"))
+    definitions = data.get("definitions")
+    subgraphs = definitions.get("subgraphs") if isinstance(definitions, Mapping) else None
+    if definitions is not None and not (isinstance(definitions, Mapping) and (
+            subgraphs is None or (isinstance(subgraphs, list) and all(isinstance(s, Mapping) for s in subgraphs)))):
+        problems.append(Problem("invalid_prompt", f"'definitions' is not an object with a list of subgraphs{fix}"))
+    return problems
+
+
+def _is_ui_link(link: Any) -> bool:
+    """A link as the editor saves it: a list or an object with id, origin id and slot, target id and slot."""
+    if isinstance(link, Mapping):
+        fields = [link.get(key) for key in ("id", "origin_id", "origin_slot", "target_id", "target_slot")]
+    elif isinstance(link, list) and len(link) >= 5:
+        fields = link[:5]
+    else:
+        return False
+    return all(_is_id(field) for field in fields) and all(
+        isinstance(slot, int) and not isinstance(slot, bool) and slot >= 0 for slot in (fields[2], fields[4]))
 
 
 def _wrap_widget_value(value: Any) -> Any:
@@ -527,8 +652,8 @@ def prepare_workflow(data: Any, overrides: Iterable[Override | str] = (),
                      node_classes: Mapping[str, type] | None = None) -> PreparedWorkflow:
     """Load `data` (either format), apply `overrides` and check everything that would run.
 
-    Raises `WorkflowError` only when `data` is not a workflow at all or an override string is malformed;
-    every other fault is a `Problem`.
+    Raises `WorkflowError` only when `data` is not a workflow at all or an override string is malformed
+    (`InvalidWorkflow` when an editor workflow's nodes or links are misshapen); every other fault is a `Problem`.
     """
     specs = NodeSpecs(pack_node_classes() if node_classes is None else node_classes)
     loaded = load_workflow(data, specs)
@@ -582,14 +707,14 @@ def _as_int(value: Any) -> int:
 
 
 def _as_float(value: Any) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
             return float(value.strip())
-        except ValueError:
-            pass
-    raise _InputFault("invalid_input_type", f"value {_show(value)} is not a number")
+    except (ValueError, OverflowError):
+        pass
+    raise _InputFault("invalid_input_type", f"value {_show(value)[:80]} is not a number")
 
 
 def _as_string(value: Any) -> str:
@@ -645,6 +770,7 @@ class _Validator:
     def __init__(self, loaded: LoadedWorkflow, specs: NodeSpecs):
         self.prompt = loaded.prompt
         self.dropped_links = loaded.dropped_links
+        self.malformed = loaded.malformed
         self.specs = specs
         self.problems: list[Problem] = []
         self.normalized: dict[str, dict] = {}
@@ -706,7 +832,7 @@ class _Validator:
 
     def _check_inputs(self, node_id: str) -> None:
         spec = self._spec(node_id)
-        if spec is None:
+        if spec is None or node_id in self.malformed:
             return
         raw = self.prompt[node_id]["inputs"]
         normalized: dict[str, Any] = {}
@@ -784,4 +910,5 @@ class _Validator:
         if verdict is True:
             return []
         message = "rejected by the node's own validation" if verdict is False else str(verdict)
-        return [Problem("custom_validation_failed", message, node_id, spec.class_type)]
+        input_name, message = NodeInputError.parts(message, spec.class_type) or (None, message)
+        return [Problem("custom_validation_failed", message, node_id, spec.class_type, input_name)]

@@ -30,6 +30,8 @@ def read_workflow_file(path: str | Path) -> Any:
     except UnicodeDecodeError:
         raise WorkflowError(f"cannot read workflow {path}: it is neither JSON nor a video or png with an "
                             "embedded workflow (mp4, webm, webp, png)") from None
+    except RecursionError:
+        raise WorkflowError(f"cannot read workflow {path}: its JSON nests too deeply to be a workflow") from None
     except ValueError as exc:
         raise WorkflowError(f"cannot read workflow {path}: not valid JSON: {exc}") from None
     except OSError as exc:
@@ -49,6 +51,8 @@ def embedded_workflow(path: Path, kind: str) -> Any:
     for key in EMBEDDED_KEYS:
         try:
             data = json.loads(metadata.get(key) or "null")
+        except RecursionError:
+            raise WorkflowError(f"cannot read workflow {path}: its embedded {key} nests too deeply") from None
         except ValueError as exc:
             raise WorkflowError(f"cannot read workflow {path}: its embedded {key} is not valid JSON: {exc}") from None
         if data:

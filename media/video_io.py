@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -42,6 +43,18 @@ DEFAULT_FPS = 8.0
 
 MIN_SIZE = 8
 FRAME_NAME = "frame_{:05d}.png"
+COUNTER_DIGITS = 5
+NAME_MAX = 255
+"""Longest file or folder name, in bytes, on the usual file systems (ext4, btrfs, APFS; NTFS counts 255 characters)."""
+PATH_MAX = 4096
+"""Longest path, in bytes, that Linux accepts."""
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+MAX_ANIMATED_IMAGE_PIXELS = 400_000_000
+"""Pixels an animated GIF/WebP may make Pillow decode (every frame whole, at full size, before resizing):
+about 1500 frames of 512x512; past it a load would take minutes."""
+
+log = logging.getLogger(__name__)
 
 _DECODE_ERRORS = (av.FFmpegError, OSError, SyntaxError, EOFError, Image.DecompressionBombError)
 _EXIF_PROMPT_TAG = 0x0110  # "Model"; further entries count down from "Make" (0x010F)
@@ -210,6 +223,16 @@ class _AvSource:
     def frames(self) -> Iterator[_AvFrame]:
         return (_AvFrame(frame) for frame in self.container.decode(self.stream))
 
+    def truncation(self, decoded: int) -> str | None:
+        """Why the stream seems cut off after `decoded` frames, if its container promised more."""
+        declared = self.stream.frames
+        if declared:
+            return f"it declares {declared} frames but only {decoded} could be decoded" if decoded < declared else None
+        seconds = self.container.duration / av.time_base if self.container.duration else 0
+        if decoded < seconds * self.fps * 0.9 - 1:
+            return f"it lasts {seconds:.2f} s but its frames end after {decoded / self.fps:.2f} s"
+        return None
+
 
 class _AnimatedImageSource:
     """GIF or WebP through Pillow; the frame rate is the mean over the frames decoded so far."""
@@ -218,6 +241,18 @@ class _AnimatedImageSource:
         self.image = image
         self._decoded = 0
         self._milliseconds = 0
+
+    def check_decoding_cost(self, frames_needed: int | None) -> None:
+        """Refuse to decode more than MAX_ANIMATED_IMAGE_PIXELS (`frames_needed` None: all frames)."""
+        total = getattr(self.image, "n_frames", 1)
+        frames = total if frames_needed is None else min(total, frames_needed)
+        width, height = self.image.size
+        if frames * width * height > MAX_ANIMATED_IMAGE_PIXELS:
+            name = Path(self.image.filename).name
+            raise VideoIOError("path", f"'{name}' has {total} frames of {width}x{height}; decoding {frames} of them "
+                                       f"whole takes {frames * width * height / 1e6:.0f} megapixels, more than the "
+                                       f"{MAX_ANIMATED_IMAGE_PIXELS / 1e6:.0f} allowed for GIF/WebP. Convert it to a "
+                                       "video (mp4) or scale it down first, or load fewer frames (frame_limit)")
 
     def frames(self) -> Iterator[_PillowFrame]:
         for index in range(getattr(self.image, "n_frames", 1)):
@@ -284,6 +319,8 @@ def read_frames(path: str | Path, skip_first: int = 0, select_every_nth: int = 1
     decoded = 0
     try:
         with _open_source(path) as source:
+            if isinstance(source, _AnimatedImageSource):
+                source.check_decoding_cost(skip_first + (frame_limit - 1) * select_every_nth + 1 if frame_limit else None)
             for index, frame in enumerate(source.frames()):
                 decoded = index + 1
                 if index < skip_first or (index - skip_first) % select_every_nth:
@@ -294,6 +331,10 @@ def read_frames(path: str | Path, skip_first: int = 0, select_every_nth: int = 1
                     on_frame(len(kept))
                 if len(kept) == frame_limit:
                     break
+            else:
+                cut_off = isinstance(source, _AvSource) and source.truncation(decoded)
+                if cut_off:
+                    log.warning("'%s' seems cut off (%s); loading the frames before the cut", path.name, cut_off)
             fps = source.fps / select_every_nth
     except _DECODE_ERRORS as error:
         raise VideoIOError("path", f"'{path.name}' cannot be decoded (corrupt or unsupported file): {error}") from error
@@ -303,6 +344,41 @@ def read_frames(path: str | Path, skip_first: int = 0, select_every_nth: int = 1
         raise VideoIOError("skip_first", f"skipping {skip_first} frames leaves none of the {decoded} frames of "
                                          f"'{path.name}'; use a value below {decoded}")
     return LoadedVideo(torch.from_numpy(np.stack(kept)), fps)
+
+
+class VideoInfo(NamedTuple):
+    """What a video source holds, read without decoding its frames."""
+
+    frames: int
+    fps: float
+    width: int
+    height: int
+    first_image: Path | None
+    """The first image of an image folder (None for files)."""
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Frame count, frame rate and size of a video file, animated image or image folder.
+
+    Video containers are demuxed, not decoded, when their header lacks the frame count.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            images = _image_files(path)
+            with Image.open(images[0]) as image:
+                return VideoInfo(len(images), DEFAULT_FPS, *image.size, images[0])
+        if path.suffix.lower() in PILLOW_EXTENSIONS:
+            with Image.open(path) as image:
+                source = _AnimatedImageSource(image)
+                count = sum(1 for _frame in source.frames())
+                return VideoInfo(count, source.fps, *image.size, None)
+        with av.open(str(path)) as container:
+            source = _AvSource(container)
+            count = source.stream.frames or sum(1 for packet in container.demux(source.stream) if packet.size)
+            return VideoInfo(count, source.fps, source.stream.width, source.stream.height, None)
+    except _DECODE_ERRORS as error:
+        raise VideoIOError("path", f"'{path.name}' cannot be read (corrupt or unsupported file): {error}") from error
 
 
 # --------------------------------------------------------------------------- embedded metadata
@@ -365,6 +441,72 @@ def split_prefix(filename_prefix: str) -> tuple[list[str], str]:
     return parts[:-1], parts[-1]
 
 
+def _shown(text: str, limit: int = 60) -> str:
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def _name_bytes(name: str) -> int:
+    try:
+        return len(os.fsencode(name))
+    except UnicodeEncodeError:
+        raise VideoIOError("filename_prefix", f"{_shown(name)} holds characters that cannot be part of a file "
+                                              "name; remove them") from None
+
+
+def _temporary_name(name: str) -> str:
+    """The hidden name a file is written under before it is moved to `name`."""
+    return f".{name}.{secrets.token_hex(4)}.partial"
+
+
+def _inside(root: str, path: str) -> bool:
+    try:
+        return os.path.commonpath([root, path]) == root
+    except ValueError:  # another drive
+        return False
+
+
+def check_output_prefix(output_dir: str | Path, filename_prefix: str) -> tuple[Path, str]:
+    """`(folder, base name)` that `filename_prefix` saves to, checked before anything is written.
+
+    Refuses what could not be saved there: a way out of `output_dir` (also through a linked
+    subfolder), control characters (a NUL byte), a name or path too long for the file system
+    (counting the number, the extension and the hidden temporary name used while writing),
+    a file where a subfolder should be. The folder may not exist yet.
+    """
+    if _CONTROL_CHARACTERS.search(filename_prefix):
+        raise VideoIOError("filename_prefix", f"{_shown(filename_prefix)} contains control characters (a NUL byte, "
+                                              "a line break, ...); remove them")
+    subfolders, base = split_prefix(filename_prefix)
+    for part in subfolders:
+        if _name_bytes(part) > NAME_MAX:
+            raise VideoIOError("filename_prefix", f"the folder name {_shown(part)} is {_name_bytes(part)} bytes "
+                                                  f"long; names may have at most {NAME_MAX}: shorten it")
+    longest_extension = max((f".{extension}" for extension in SAVE_FORMATS), key=len)
+    longest = _temporary_name(f"{base}_{0:0{COUNTER_DIGITS}d}{longest_extension}")
+    room = NAME_MAX - (_name_bytes(longest) - _name_bytes(base))
+    if _name_bytes(base) > room:
+        raise VideoIOError("filename_prefix", f"the file name {_shown(base)} is {_name_bytes(base)} bytes long; at "
+                                              f"most {room} fit (names may have {NAME_MAX} bytes, and the number, "
+                                              "the extension and the temporary name used while saving need the "
+                                              "rest): shorten it")
+    root = os.path.realpath(output_dir)
+    folder = os.path.realpath(os.path.join(root, *subfolders))
+    if not _inside(root, folder):
+        raise VideoIOError("filename_prefix", f"{_shown(filename_prefix)} leads out of the output folder {root} "
+                                              "(through a linked folder); choose a folder inside it")
+    length = _name_bytes(os.path.join(folder, longest))
+    if length >= PATH_MAX:
+        raise VideoIOError("filename_prefix", f"the saved file's path would be {length} bytes long; paths may "
+                                              f"have at most {PATH_MAX - 1}: use a shorter prefix")
+    current = Path(root)
+    for part in subfolders:
+        current = current / part
+        if current.exists() and not current.is_dir():
+            raise VideoIOError("filename_prefix", f"'{current.relative_to(root).as_posix()}' is a file in the "
+                                                  "output folder, not a folder; choose another prefix")
+    return Path(folder), base
+
+
 def reserve_output_path(output_dir: str | Path, filename_prefix: str, extension: str) -> Path:
     """Claim `<prefix>_<counter><extension>` in `output_dir` with the next free counter (00001, ...).
 
@@ -372,18 +514,13 @@ def reserve_output_path(output_dir: str | Path, filename_prefix: str, extension:
     name is claimed exclusively with an empty placeholder (a folder when `extension` is ""),
     so concurrent saves never get the same name and nothing is overwritten.
     """
-    subfolders, base = split_prefix(filename_prefix)
-    root = os.path.realpath(output_dir)
-    folder = os.path.realpath(os.path.join(root, *subfolders))
-    if os.path.commonpath([root, folder]) != root:
-        raise VideoIOError("filename_prefix", f"'{filename_prefix}' leads out of the output folder {root}")
-    folder = Path(folder)
+    folder, base = check_output_prefix(output_dir, filename_prefix)
     folder.mkdir(parents=True, exist_ok=True)
     numbered = re.compile(re.escape(base) + r"_(\d+)(\..*)?")
     taken = [int(match.group(1)) for entry in os.listdir(folder) if (match := numbered.fullmatch(entry))]
     counter = max(taken, default=0) + 1
     while True:
-        path = folder / f"{base}_{counter:05d}{extension}"
+        path = folder / f"{base}_{counter:0{COUNTER_DIGITS}d}{extension}"
         try:
             if extension:
                 path.touch(exist_ok=False)
@@ -395,10 +532,32 @@ def reserve_output_path(output_dir: str | Path, filename_prefix: str, extension:
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+    """Remove a file or folder if it is there; never raises (it runs while another error is on its way)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def _folders_removed_on_failure(folder: Path) -> Iterator[None]:
+    """On any exception, remove the folders up to `folder` that did not exist before and are still empty."""
+    missing = []
+    while not folder.exists() and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    try:
+        yield
+    except BaseException:
+        for created in missing:  # deepest first
+            try:
+                created.rmdir()
+            except OSError:  # not empty (another save uses it) or already gone
+                break
+        raise
 
 
 @contextlib.contextmanager
@@ -408,7 +567,7 @@ def atomic_output(reserved: Path) -> Iterator[Path]:
     On any exception (KeyboardInterrupt included) the temporary and the reservation are
     removed, so no partial output remains. A reserved folder yields a temporary folder.
     """
-    temporary = reserved.with_name(f".{reserved.name}.{secrets.token_hex(4)}.partial")
+    temporary = reserved.with_name(_temporary_name(reserved.name))
     try:
         if reserved.is_dir():
             temporary.mkdir()
@@ -423,6 +582,32 @@ def atomic_output(reserved: Path) -> Iterator[Path]:
         _remove(temporary)
         _remove(reserved)
         raise
+
+
+def _is_empty(entry: Path) -> bool:
+    if entry.is_symlink():
+        return False
+    return not any(entry.iterdir()) if entry.is_dir() else entry.stat().st_size == 0
+
+
+def remove_interrupted_saves(output_dir: str | Path, filename_prefix: str) -> list[Path]:
+    """Remove what saves under `filename_prefix` left when their process was killed outright (SIGKILL, power
+    loss): hidden `.partial` temporaries and empty placeholders. Finished outputs are never touched.
+
+    Only for a prefix that no running save uses (a batch job's own prefix); returns what was removed.
+    """
+    subfolders, base = split_prefix(filename_prefix)
+    folder = Path(output_dir).joinpath(*subfolders)
+    if not folder.is_dir():
+        return []
+    name = re.escape(base) + r"_\d+(\.[^.]*)?"
+    placeholder, temporary = re.compile(name), re.compile(rf"\.{name}\.[0-9a-f]+\.partial")
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        if temporary.fullmatch(entry.name) or (placeholder.fullmatch(entry.name) and _is_empty(entry)):
+            _remove(entry)
+            removed.append(entry)
+    return removed
 
 
 # --------------------------------------------------------------------------- writing
@@ -600,9 +785,11 @@ def save_video(frames: torch.Tensor, output_dir: str | Path, filename_prefix: st
                on_progress: Callable[[int, int], None] | None = None) -> SavedVideo:
     """Write a new numbered output (`<prefix>_00001.mp4`, or the folder `<prefix>_00001/` for png)."""
     _check_write_arguments(frames, video_format, fps, quality)
-    reserved = reserve_output_path(output_dir, filename_prefix, "" if video_format == "png" else f".{video_format}")
-    with atomic_output(reserved) as temporary:
-        write_video(frames, temporary, video_format, fps, quality, metadata, on_progress)
+    folder, _base = check_output_prefix(output_dir, filename_prefix)
+    with _folders_removed_on_failure(folder):
+        reserved = reserve_output_path(output_dir, filename_prefix, "" if video_format == "png" else f".{video_format}")
+        with atomic_output(reserved) as temporary:
+            write_video(frames, temporary, video_format, fps, quality, metadata, on_progress)
     if video_format == "png":
         folder, filenames = reserved, [FRAME_NAME.format(index) for index in range(frames.shape[0])]
     else:

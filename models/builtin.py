@@ -1,8 +1,10 @@
 """The built-in models: small models of the real architectures that run offline.
 
 `builtin:tiny-text2video` has a ModelScope/zeroscope-style 3D UNet, `builtin:tiny-sd15` a Stable
-Diffusion 1.5-style 2D UNet (for Text2Video-Zero). Both have random weights, built deterministically on
-first use: their videos are noise; they exist so that workflows and the parity tests run in seconds.
+Diffusion 1.5-style 2D UNet (for Text2Video-Zero), `builtin:tiny-sdxl` an SDXL-style one (two text
+encoders, pooled text embedding and time ids), `builtin:tiny-ip2p` an InstructPix2Pix-style one (8 input
+channels). They have random weights, built deterministically on first use: their videos are noise; they
+exist so that workflows and the parity tests run anywhere in seconds.
 
 `builtin:micro-text2video` (3D UNet) and `builtin:micro-sd` (2D UNet, for Text2Video-Zero) are trained on
 the micro world of `tools/microworld.py` (coloured shapes moving left/right/up/down, 64x64) by
@@ -16,6 +18,7 @@ it) and then loaded like any other model.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -46,23 +49,43 @@ def _unet3d():
         cross_attention_dim=TEXT_WIDTH, attention_head_dim=8, norm_num_groups=8)
 
 
-def _unet2d():
+def _unet2d(in_channels: int = 4):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        sample_size=32, in_channels=in_channels, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=TEXT_WIDTH, attention_head_dim=8, norm_num_groups=8)
 
 
+def _unet_sdxl():
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2), use_linear_projection=True, cross_attention_dim=2 * TEXT_WIDTH,
+        attention_head_dim=8, norm_num_groups=8, addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + TEXT_WIDTH)
+
+
 MICRO_DIR = Path(__file__).resolve().parent / "micro"
 """The trained micro models' weights: `vae/`, `text_encoder/`, `tokenizer/`, `unet3d/`, `unet2d/`."""
+
+_CLIP = (("tokenizer", "text_encoder", "CLIPTextModel", "<|endoftext|>"),)
+_SDXL_CLIPS = (*_CLIP, ("tokenizer_2", "text_encoder_2", "CLIPTextModelWithProjection", "!"))
 
 BUILTINS = {
     "tiny-text2video": {"pipeline": "TextToVideoSDPipeline", "unet": ("UNet3DConditionModel", _unet3d),
                         "scheduler": "DDIMScheduler"},
     "tiny-sd15": {"pipeline": "StableDiffusionPipeline", "unet": ("UNet2DConditionModel", _unet2d),
                   "scheduler": "PNDMScheduler"},
+    "tiny-sdxl": {"pipeline": "StableDiffusionXLPipeline", "unet": ("UNet2DConditionModel", _unet_sdxl),
+                  "scheduler": "EulerDiscreteScheduler", "text": _SDXL_CLIPS, "vae_scaling_factor": 0.13025,
+                  "scheduler_extra": {"timestep_spacing": "leading", "interpolation_type": "linear"}},
+    "tiny-ip2p": {"pipeline": "StableDiffusionInstructPix2PixPipeline",
+                  "unet": ("UNet2DConditionModel", functools.partial(_unet2d, 8)),
+                  "scheduler": "EulerAncestralDiscreteScheduler"},
     "micro-text2video": {"pipeline": "TextToVideoSDPipeline", "unet": ("UNet3DConditionModel", "unet3d"),
                          "scheduler": "DDIMScheduler"},
     "micro-sd": {"pipeline": "StableDiffusionPipeline", "unet": ("UNet2DConditionModel", "unet2d"),
@@ -102,9 +125,9 @@ def _learn_merges(words: list[str]) -> list[tuple[str, str]]:
     return merges
 
 
-def write_tokenizer(folder: Path, words: list[str] = ()) -> int:
-    """A CLIP tokenizer whose whole words are `words`; any other text falls back to characters.
-    Returns the vocabulary size."""
+def write_tokenizer(folder: Path, words: list[str] = (), pad_token: str = "<|endoftext|>") -> int:
+    """A CLIP tokenizer whose whole words are `words` (none: character-level), padding with `pad_token`; any
+    other text falls back to characters. Returns the vocabulary size."""
     alphabet = _byte_alphabet()
     merges = _learn_merges(list(words))
     tokens = alphabet + [c + "</w>" for c in alphabet] + ["".join(pair) for pair in merges]
@@ -115,28 +138,30 @@ def write_tokenizer(folder: Path, words: list[str] = ()) -> int:
     (folder / "merges.txt").write_text("".join(["#version: 0.2\n", *(f"{a} {b}\n" for a, b in merges)]),
                                        encoding="utf-8")
     specials = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
-                "pad_token": "<|endoftext|>"}
+                "pad_token": pad_token}
     (folder / "special_tokens_map.json").write_text(json.dumps(specials))
     (folder / "tokenizer_config.json").write_text(json.dumps(
         {**specials, "model_max_length": 77, "do_lower_case": True, "tokenizer_class": "CLIPTokenizer"}))
     return len(tokens)
 
 
-def _text_encoder(vocab_size: int):
-    from transformers import CLIPTextConfig, CLIPTextModel
+def _text_encoder(class_name: str, vocab_size: int):
+    import transformers
+    from transformers import CLIPTextConfig
 
-    return CLIPTextModel(CLIPTextConfig(
+    return getattr(transformers, class_name)(CLIPTextConfig(
         vocab_size=vocab_size, hidden_size=TEXT_WIDTH, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=77, projection_dim=TEXT_WIDTH,
         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1))
 
 
-def _vae():
+def _vae(scaling_factor: float):
     from diffusers import AutoencoderKL
 
     blocks = 4  # the real 8x spatial scale
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8, sample_size=64,
+        scaling_factor=scaling_factor, in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        norm_num_groups=8, sample_size=64,
         block_out_channels=(16, 16, 32, 32), down_block_types=("DownEncoderBlock2D",) * blocks,
         up_block_types=("UpDecoderBlock2D",) * blocks)
 
@@ -161,24 +186,29 @@ def _micro_digest(unet_part: str) -> str:
 
 def _build(name: str, folder: Path) -> None:
     recipe = BUILTINS[name]
-    unet_class, unet_source = recipe["unet"]
-    if isinstance(unet_source, str):  # a trained micro model: its shipped weights
-        for component, part in {**{part: part for part in MICRO_SHARED}, "unet": unet_source}.items():
+    unet_class, make_unet = recipe["unet"]
+    text = recipe.get("text", _CLIP)
+    index = {"_class_name": recipe["pipeline"], "unet": ["diffusers", unet_class]}
+    if isinstance(make_unet, str):  # a trained micro model: its shipped weights
+        for component, part in {**{part: part for part in MICRO_SHARED}, "unet": make_unet}.items():
             shutil.copytree(MICRO_DIR / part, folder / component)
+        index.update({"tokenizer": ["transformers", "CLIPTokenizer"], "text_encoder": ["transformers", "CLIPTextModel"]})
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RECIPE_VERSION)
-            vocab_size = write_tokenizer(folder / "tokenizer")
-            for component, model in (("unet", unet_source()), ("text_encoder", _text_encoder(vocab_size)),
-                                     ("vae", _vae())):
+            components = [("unet", make_unet())]
+            for tokenizer, encoder, encoder_class, pad_token in text:
+                vocab_size = write_tokenizer(folder / tokenizer, pad_token=pad_token)
+                components.append((encoder, _text_encoder(encoder_class, vocab_size)))
+                index.update({tokenizer: ["transformers", "CLIPTokenizer"], encoder: ["transformers", encoder_class]})
+            components.append(("vae", _vae(recipe.get("vae_scaling_factor", 0.18215))))
+            for component, model in components:
                 _activate_zero_layers(model)
                 model.save_pretrained(folder / component, safe_serialization=True)
     (folder / "scheduler").mkdir()
-    (folder / "scheduler" / "scheduler_config.json").write_text(
-        json.dumps({"_class_name": recipe["scheduler"], **_SCHEDULER}, indent=1))
-    index = {"_class_name": recipe["pipeline"], "unet": ["diffusers", unet_class],
-             "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
-             "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", recipe["scheduler"]]}
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"_class_name": recipe["scheduler"], **_SCHEDULER, **recipe.get("scheduler_extra", {})}, indent=1))
+    index.update({"vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", recipe["scheduler"]]})
     (folder / "model_index.json").write_text(json.dumps(index, indent=1))
 
 

@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from .families import ModelFamily
+from .families.sd import STABLE_DIFFUSION
+
 if TYPE_CHECKING:
     from ..bridge import ManagedModule
-
-UNET_3D = "unet3d"
-UNET_2D = "unet2d"
+    from ..samplers.context_windows import ContextOptions
+    from .vae_ops import VaeTiling
 
 
 class ModelPatch(Protocol):
@@ -42,13 +44,15 @@ class ModelHandle(_Managed):
 
     name: str
     unet: torch.nn.Module
-    kind: str  # UNET_3D or UNET_2D
+    family: ModelFamily  # what kind of model it is: how it is conditioned and called
     scheduler_config: dict
     dtype: torch.dtype
     device: torch.device
     latent_scale: float  # the VAE's scaling factor: LATENTs hold raw VAE latents, the UNet sees them scaled
+    spatial_scale: int = 8  # pixels per latent cell (the VAE's downsampling)
     patches: tuple[ModelPatch, ...] = ()
     managed: ManagedModule | None = None  # the UNet under the host's memory management (None: built by hand)
+    context_windows: ContextOptions | None = None  # every model call runs on windows of frames (T2VContextWindows)
 
     @property
     def cross_attention_dim(self) -> int:
@@ -56,30 +60,61 @@ class ModelHandle(_Managed):
 
     @property
     def latent_channels(self) -> int:
-        return int(self.unet.config.in_channels)
+        return self.family.latent_channels(self.unet.config)
+
+    def guidance(self, positive, negative, cfg: float, latent_shape: tuple):
+        """The sampler's guidance (`samplers.guidance.Guidance`) for these conditionings on latents of that shape."""
+        return self.family.guidance(positive, negative, cfg, latent_shape, self.spatial_scale)
 
     def with_patch(self, patch: ModelPatch) -> "ModelHandle":
         return dataclasses.replace(self, patches=self.patches + (patch,))
 
+    def with_context_windows(self, options: ContextOptions) -> "ModelHandle":
+        return dataclasses.replace(self, context_windows=options)
+
     @contextlib.contextmanager
-    def patched(self, frames_per_group: int):
-        """The UNet, loaded for use, with this handle's patches installed for the duration (removed on any exit)."""
+    def patched(self, frames_per_group: int, also: tuple[torch.nn.Module, ...] = ()):
+        """The UNet, loaded for use, with this handle's patches installed for the duration (removed on any exit);
+        patches with `patches_controlnets` set go on the modules `also` (ControlNets that run beside it) too."""
         self.load_for_use()
         with contextlib.ExitStack() as stack:
             for patch in self.patches:
-                stack.enter_context(patch.installed(self.unet, frames_per_group))
+                for module in (self.unet, *(also if getattr(patch, "patches_controlnets", False) else ())):
+                    stack.enter_context(patch.installed(module, frames_per_group))
             yield self.unet
 
 
 @dataclasses.dataclass(frozen=True)
+class TextEncoder:
+    """A further tokenizer + text encoder of a `T2V_CLIP` (SDXL's second one)."""
+
+    tokenizer: Any
+    text_encoder: torch.nn.Module
+    managed: ManagedModule | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class ClipHandle(_Managed):
-    """`T2V_CLIP`: a CLIP tokenizer and text encoder."""
+    """`T2V_CLIP`: a CLIP tokenizer and text encoder (plus further ones for SDXL), encoding as their family does."""
 
     name: str
     tokenizer: Any
     text_encoder: torch.nn.Module
     device: torch.device
     managed: ManagedModule | None = None  # the text encoder under the host's memory management
+    family: ModelFamily = STABLE_DIFFUSION
+    more_encoders: tuple[TextEncoder, ...] = ()
+
+    @property
+    def encoders(self) -> list[tuple[Any, torch.nn.Module]]:
+        """Every `(tokenizer, text_encoder)` pair, in the family's order."""
+        return [(self.tokenizer, self.text_encoder), *((e.tokenizer, e.text_encoder) for e in self.more_encoders)]
+
+    def load_for_use(self) -> None:
+        super().load_for_use()
+        for encoder in self.more_encoders:
+            if encoder.managed is not None:
+                encoder.managed.load_for_use()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +125,10 @@ class VaeHandle(_Managed):
     vae: torch.nn.Module
     device: torch.device
     managed: ManagedModule | None = None  # the VAE under the host's memory management
+    tiling: VaeTiling | None = None  # decode and encode large frames in blended tiles (T2VVAETiling)
+
+    def with_tiling(self, tiling: VaeTiling) -> "VaeHandle":
+        return dataclasses.replace(self, tiling=tiling)
 
     @property
     def spatial_scale(self) -> int:

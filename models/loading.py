@@ -6,7 +6,9 @@ Weights load from safetensors; pickled weights (`.bin`, `.pth`, `.ckpt`) only th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -21,30 +23,51 @@ import torch
 from .. import bridge
 from .builtin import BUILTIN_PREFIX, BUILTINS, builtin_names, ensure_builtin
 from ..errors import ModelLoadError
-from .handles import UNET_2D, UNET_3D, ClipHandle, ModelHandle, VaeHandle
+from .families import ModelFamily, family_of
+from .handles import ClipHandle, ModelHandle, TextEncoder, VaeHandle
 
 log = logging.getLogger(__name__)
 
-UNET_KINDS = {"UNet3DConditionModel": UNET_3D, "UNet2DConditionModel": UNET_2D}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DTYPE_CHOICES = ("auto", *DTYPES)
-REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 CACHE_SIZE = 2  # enough for a two-model chain (zeroscope 576w -> XL)
 
 _PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
+_HAS_ACCELERATE = importlib.util.find_spec("accelerate") is not None
 
 
 def _scan(root: Path) -> list[str]:
-    """Diffusers folders (a `model_index.json` inside) under `root`, as paths relative to it."""
+    """Diffusers folders (a `model_index.json` inside) under `root`, as paths relative to it.
+
+    Linked folders are followed (models linked in from a shared disk), each real folder once, so links that
+    loop back (`a -> .`) end the walk instead of sending it round for ever.
+    """
     if not root.is_dir():
         return []
     found = []
+    seen = {_folder_identity(root)}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = [d for d in sorted(dirnames) if not d.startswith(".") and _first_visit(Path(dirpath, d), seen)]
         if "model_index.json" in filenames:
             found.append(Path(dirpath).relative_to(root).as_posix())
             dirnames.clear()
     return found
+
+
+def _folder_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except OSError:  # a dangling or looping link
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _first_visit(path: Path, seen: set) -> bool:
+    identity = _folder_identity(path)
+    if identity is None or identity in seen:
+        return False
+    seen.add(identity)
+    return True
 
 
 def available_models() -> list[str]:
@@ -87,20 +110,17 @@ def _read_json(path: Path) -> dict:
         raise ModelLoadError(f"cannot read {path}: {exc}") from exc
 
 
-def _check_components(folder: Path) -> str:
-    """Validate the folder's layout; return the UNet kind."""
-    index = _read_json(folder / "model_index.json")
-    if "text_encoder_2" in index:
-        raise ModelLoadError(f"{folder.name}: SDXL models (two text encoders) are not supported yet")
-    for component in REQUIRED_COMPONENTS:
+def _check_components(folder: Path) -> ModelFamily:
+    """Recognise the folder's model family and check it has every component the family needs."""
+    if not (folder / "unet").is_dir():
+        raise ModelLoadError(f"{folder.name}: the folder has no 'unet' component")
+    family = family_of(folder.name, _read_json(folder / "model_index.json"),
+                       _read_json(folder / "unet" / "config.json"))
+    for component in family.components:
         if not (folder / component).is_dir():
-            raise ModelLoadError(f"{folder.name}: the folder has no '{component}' component "
-                                 f"(a diffusers model needs {', '.join(REQUIRED_COMPONENTS)})")
-    unet_class = _read_json(folder / "unet" / "config.json").get("_class_name")
-    if unet_class not in UNET_KINDS:
-        raise ModelLoadError(f"{folder.name}: its UNet is a {unet_class}; supported are "
-                             f"{', '.join(UNET_KINDS)}")
-    return UNET_KINDS[unet_class]
+            raise ModelLoadError(f"{folder.name}: the folder has no '{component}' component (a "
+                                 f"{family.description} model needs {', '.join(family.components)})")
+    return family
 
 
 def _weight_files(component: Path) -> tuple[list[Path], list[Path]]:
@@ -122,28 +142,53 @@ def load_pickled_weights(path: Path) -> dict:
 
 
 def _load_component(model_class, folder: Path, dtype: torch.dtype, dtype_kwarg: str):
-    """One model component: safetensors through `from_pretrained`, else a weights-only pickle."""
+    """One model component: safetensors through `from_pretrained` (straight into empty modules when accelerate is
+    installed), else a weights-only pickle."""
     safetensors, pickles = _weight_files(folder)
     if safetensors:
         variant = None
         if not any(p.name.count(".") == 1 for p in safetensors) and any(".fp16." in p.name for p in safetensors):
             variant = "fp16"
-        return model_class.from_pretrained(folder, use_safetensors=True, variant=variant, **{dtype_kwarg: dtype})
+        return model_class.from_pretrained(folder, use_safetensors=True, variant=variant, **{dtype_kwarg: dtype},
+                                           **_lean_loading(model_class))
     if not pickles:
         raise ModelLoadError(f"{folder}: no weights (.safetensors or .bin) in this component folder")
     if len(pickles) > 1:
         raise ModelLoadError(f"{folder}: several pickled weight files; convert them to one safetensors file")
     state = load_pickled_weights(pickles[0])
-    model = model_class.from_config(model_class.load_config(folder)) if hasattr(model_class, "load_config") \
-        else model_class(model_class.config_class.from_pretrained(folder))
-    model.load_state_dict(state, strict=True)
+    with _empty_weights():
+        model = model_class.from_config(model_class.load_config(folder)) if hasattr(model_class, "load_config") \
+            else model_class(model_class.config_class.from_pretrained(folder))
+    model.load_state_dict(state, strict=True, assign=_HAS_ACCELERATE)
     return model.to(dtype)
 
 
-def _transformers_dtype_kwarg() -> str:
+def _empty_weights():
+    """Build modules without initialising their weights (accelerate's meta device), so that loaded weights
+    go straight in instead of replacing a random initialisation; plain construction without accelerate."""
+    if not _HAS_ACCELERATE:
+        return contextlib.nullcontext()
+    from accelerate import init_empty_weights
+
+    return init_empty_weights()
+
+
+def _transformers_major() -> int:
     import transformers
 
-    return "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    return int(transformers.__version__.split(".")[0])
+
+
+def _transformers_dtype_kwarg() -> str:
+    return "dtype" if _transformers_major() >= 5 else "torch_dtype"
+
+
+def _lean_loading(model_class) -> dict:
+    """`from_pretrained` arguments that load into empty modules: diffusers does so by itself when accelerate is
+    installed, transformers 5 always; transformers 4 has to be asked."""
+    if model_class.__module__.startswith("transformers") and _transformers_major() < 5 and _HAS_ACCELERATE:
+        return {"low_cpu_mem_usage": True}
+    return {}
 
 
 def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
@@ -154,13 +199,19 @@ def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
 class _ModelInfo:
     """What the handles of a loaded model need besides its weights."""
 
-    kind: str
+    family: ModelFamily
     scheduler_config: dict
-    tokenizer: Any
+    tokenizers: tuple[Any, ...]  # one per text encoder of the family
+
+    @property
+    def roles(self) -> dict[str, str]:
+        """The model's weight components (folder names) and the role each plays for the host."""
+        text = {slot.encoder: bridge.TEXT_ENCODER for slot in self.family.text_encoders}
+        return {"unet": bridge.DENOISER, **text, "vae": bridge.VAE}
 
 
 Components = dict[str, bridge.ManagedModule]
-"""A loaded model's weights by role (`bridge.DENOISER`, `bridge.TEXT_ENCODER`, `bridge.VAE`)."""
+"""A loaded model's weights by component folder (`unet`, `text_encoder`, `text_encoder_2`, `vae`)."""
 
 
 class _ModelCache:
@@ -209,27 +260,30 @@ _cache = _ModelCache()
 def _read_info(folder: Path) -> _ModelInfo:
     from transformers import CLIPTokenizer
 
-    kind = _check_components(folder)
-    try:
-        tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{folder.name}: cannot load its tokenizer: {exc}") from exc
+    family = _check_components(folder)
+    tokenizers = []
+    for slot in family.text_encoders:
+        try:
+            tokenizers.append(CLIPTokenizer.from_pretrained(folder / slot.tokenizer))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{folder.name}: cannot load its {slot.tokenizer}: {exc}") from exc
     scheduler_config = dict(_read_json(folder / "scheduler" / "scheduler_config.json"))
-    return _ModelInfo(kind, scheduler_config, tokenizer)
+    return _ModelInfo(family, scheduler_config, tuple(tokenizers))
 
 
-def _load_role(role: str, folder: Path, kind: str, dtype: torch.dtype) -> torch.nn.Module:
-    """The component of `role`, in eval mode without gradients."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel, UNet3DConditionModel
-    from transformers import CLIPTextModel
+def _load_part(component: str, folder: Path, family: ModelFamily, dtype: torch.dtype) -> torch.nn.Module:
+    """The weight component `component` (a folder name), in eval mode without gradients."""
+    import diffusers
+    import transformers
 
-    if role == bridge.DENOISER:
-        unet_class = UNet3DConditionModel if kind == UNET_3D else UNet2DConditionModel
-        module = _load_component(unet_class, folder / "unet", dtype, "torch_dtype")
-    elif role == bridge.VAE:
-        module = _load_component(AutoencoderKL, folder / "vae", dtype, "torch_dtype")
+    if component == "unet":
+        module = _load_component(getattr(diffusers, family.unet_class), folder / "unet", dtype, "torch_dtype")
+    elif component == "vae":
+        module = _load_component(diffusers.AutoencoderKL, folder / "vae", dtype, "torch_dtype")
     else:
-        module = _load_component(CLIPTextModel, folder / "text_encoder", dtype, _transformers_dtype_kwarg())
+        slot = next(slot for slot in family.text_encoders if slot.encoder == component)
+        module = _load_component(getattr(transformers, slot.encoder_class), folder / component, dtype,
+                                 _transformers_dtype_kwarg())
     return module.eval().requires_grad_(False)
 
 
@@ -243,19 +297,25 @@ def load_model(name: str, dtype_choice: str = "auto") -> tuple[ModelHandle, Clip
     dtypes = {role: resolve_dtype(dtype_choice, bridge.load_device(role)) for role in bridge.ROLES}
     if dtype_choice == "auto" and _read_json(folder / "vae" / "config.json").get("force_upcast", True):
         dtypes[bridge.VAE] = torch.float32  # it would be upcast for every encode and decode anyway
-    key = (str(folder), str(bridge.load_device(bridge.DENOISER)), *dtypes.values())
+    key = (str(folder), str(bridge.load_device(bridge.DENOISER)), *dtypes.values(), bridge.sequential_offload())
     info, components = _cache.lookup(key)
     if info is None:
         info = _read_info(folder)
-    for role in bridge.ROLES:
-        if role not in components:
-            components[role] = bridge.ManagedModule(_load_role(role, folder, info.kind, dtypes[role]), role)
+    for component, role in info.roles.items():
+        if component not in components:
+            components[component] = bridge.ManagedModule(_load_part(component, folder, info.family, dtypes[role]),
+                                                          role)
     _cache.store(key, info, components)
-    unet, text_encoder, vae = (components[role] for role in (bridge.DENOISER, bridge.TEXT_ENCODER, bridge.VAE))
-    return (ModelHandle(name, unet.module, info.kind, info.scheduler_config, unet.module.dtype, unet.device,
-                        float(vae.module.config.scaling_factor), managed=unet),
-            ClipHandle(name, info.tokenizer, text_encoder.module, text_encoder.device, managed=text_encoder),
-            VaeHandle(name, vae.module, vae.device, managed=vae))
+    unet, vae = components["unet"], components["vae"]
+    text = [components[slot.encoder] for slot in info.family.text_encoders]
+    vae_handle = VaeHandle(name, vae.module, vae.device, managed=vae)
+    more = tuple(TextEncoder(tokenizer, encoder.module, encoder) for tokenizer, encoder in
+                 zip(info.tokenizers[1:], text[1:]))
+    return (ModelHandle(name, unet.module, info.family, info.scheduler_config, unet.module.dtype, unet.device,
+                        float(vae.module.config.scaling_factor), vae_handle.spatial_scale, managed=unet),
+            ClipHandle(name, info.tokenizers[0], text[0].module, text[0].device, managed=text[0],
+                       family=info.family, more_encoders=more),
+            vae_handle)
 
 
 def clear_cache() -> None:

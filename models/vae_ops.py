@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from typing import Iterator
 
@@ -11,6 +12,37 @@ import torch
 from .handles import VaeHandle
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class VaeTiling:
+    """Frames larger than `size` pixels go through the VAE in tiles of `size` that overlap by `overlap` pixels,
+    blended linearly across the overlap (diffusers' VAE tiling)."""
+
+    size: int
+    overlap: int
+
+
+_TILING_ATTRIBUTES = ("use_tiling", "tile_sample_min_size", "tile_latent_min_size", "tile_overlap_factor")
+
+
+@contextlib.contextmanager
+def _tiled(handle: VaeHandle):
+    """The handle's tiling switched on in the VAE for the duration; the VAE's own settings come back afterwards."""
+    if handle.tiling is None:
+        yield
+        return
+    vae = handle.vae
+    saved = {name: getattr(vae, name) for name in _TILING_ATTRIBUTES}
+    vae.use_tiling = True
+    vae.tile_sample_min_size = handle.tiling.size
+    vae.tile_latent_min_size = handle.tiling.size // handle.spatial_scale
+    vae.tile_overlap_factor = handle.tiling.overlap / handle.tiling.size
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(vae, name, value)
 
 
 def _chunks(total: int, frames_per_batch: int) -> Iterator[slice]:
@@ -52,7 +84,7 @@ def decode_frames(handle: VaeHandle, latents: torch.Tensor, frames_per_batch: in
     vae = handle.vae
     upcast = handle.force_upcast and vae.dtype != torch.float32
     frames = []
-    with _float32(vae) if upcast else contextlib.nullcontext():
+    with _float32(vae) if upcast else contextlib.nullcontext(), _tiled(handle):
         for part in _chunks(latents.shape[0], frames_per_batch):
             pixels = _decode_chunk(vae, latents[part], vae.dtype)
             if torch.isnan(pixels).any() and vae.dtype != torch.float32:
@@ -76,7 +108,7 @@ def encode_frames(handle: VaeHandle, images: torch.Tensor, frames_per_batch: int
     handle.load_for_use()
     vae = handle.vae
     out = []
-    with _float32(vae) if handle.force_upcast else contextlib.nullcontext():
+    with _float32(vae) if handle.force_upcast else contextlib.nullcontext(), _tiled(handle):
         for part in _chunks(images.shape[0], frames_per_batch):
             pixels = images[part].to(handle.device).permute(0, 3, 1, 2) * 2 - 1
             with torch.no_grad():

@@ -2,7 +2,8 @@
 
 from importlib import import_module
 
-_AREAS = ["loaders", "conditioning", "latent", "sampling", "vae", "video2video", "video", "text2video_zero"]
+_AREAS = ["loaders", "conditioning", "latent", "sampling", "vae", "video2video", "video", "text2video_zero",
+          "core_model", "long_video", "memory", "controlnet", "instruct_pix2pix"]
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}

@@ -2,15 +2,59 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+from typing import Callable
+
 import torch
 
 from .. import bridge
-from ..errors import NodeInputError
-from ..models.handles import ModelHandle
+from ..attention.feed_forward import FeedForwardChunking
+from ..errors import NodeInputError, NodeOutOfMemory
+from ..models.families.base import CONTROL_KEY
+from ..models.handles import ModelHandle, VaeHandle
 
 MAX_RESOLUTION = 8192
 MAX_FRAMES = 4096
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
+
+def check_widget_values(node_class: type, **values) -> None:
+    """Refuse widget values outside their declared range or choices, and numbers that are not finite.
+
+    ComfyUI's own check lets NaN through (`NaN < min` is false) and skips the inputs a node's VALIDATE_INPUTS
+    names, so nodes name their FLOAT inputs there and call this (and again when they run, for linked values).
+    The headless runner calls the same VALIDATE_INPUTS. A value of None is a linked input, known only at run time.
+    """
+    declared = node_class.INPUT_TYPES()
+    entries = {**declared.get("required", {}), **declared.get("optional", {})}
+    for name, value in values.items():
+        if value is None:
+            continue
+        kind, options = entries[name][0], (entries[name][1] if len(entries[name]) > 1 else {})
+        if isinstance(kind, (list, tuple)):
+            if value not in kind:
+                raise NodeInputError(node_class.__name__, name, f"{value!r} is not one of {', '.join(map(str, kind))}")
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue  # not a number at all: the type check before this one reports it
+        low, high = options.get("min", -math.inf), options.get("max", math.inf)
+        if not math.isfinite(value):
+            raise NodeInputError(node_class.__name__, name, f"value {value!r} is not a usable number; give one "
+                                                            f"from {low!r} to {high!r}")
+        if value < low:
+            raise NodeInputError(node_class.__name__, name, f"value {value!r} is smaller than min {low!r}")
+        if value > high:
+            raise NodeInputError(node_class.__name__, name, f"value {value!r} is bigger than max {high!r}")
+
+
+def validation_verdict(check: Callable[[], None]) -> bool | str:
+    """What VALIDATE_INPUTS returns: True, or the message of the NodeInputError that `check` raised."""
+    try:
+        check()
+    except NodeInputError as error:
+        return str(error)
+    return True
 
 
 def video_latents(node: str, input_name: str, latent: dict, device: torch.device) -> torch.Tensor:
@@ -36,12 +80,48 @@ def check_conditioning(node: str, input_name: str, conditioning, model: ModelHan
     """Refuse empty conditioning and conditioning of the wrong width, naming both widths."""
     if not conditioning:
         raise NodeInputError(node, input_name, "the conditioning is empty; connect a T2VTextEncode output")
-    for embeds, _meta in conditioning:
+    for embeds, meta in conditioning:
         if embeds.shape[-1] != model.cross_attention_dim:
             raise NodeInputError(
                 node, input_name,
                 f"the conditioning is {embeds.shape[-1]} wide but the model '{model.name}' expects "
                 f"{model.cross_attention_dim}; encode the text with the T2V_CLIP loaded with this model")
+        problem = model.family.conditioning_problem(meta)
+        if problem:
+            raise NodeInputError(node, input_name, problem)
+        for spec in meta.get(CONTROL_KEY, ()):
+            check_controlnet_fits(node, input_name, spec.controlnet, model)
+
+
+def check_controlnet_fits(node: str, input_name: str, controlnet, model: ModelHandle) -> None:
+    """Refuse a ControlNet on a model it was not made for (its widths must be the UNet's)."""
+    if not model.family.image_model:
+        raise NodeInputError(node, input_name, f"a ControlNet is attached, but '{model.name}' is a "
+                                               f"{model.family.description} model; ControlNets work on image models")
+    ours, theirs = model.unet.config, controlnet.module.config
+    for key in ("cross_attention_dim", "block_out_channels"):
+        if as_tuple(getattr(ours, key)) != as_tuple(getattr(theirs, key)):
+            raise NodeInputError(node, input_name, f"the ControlNet '{controlnet.name}' has {key} "
+                                                   f"{getattr(theirs, key)} but the model '{model.name}' has "
+                                                   f"{getattr(ours, key)}; load a ControlNet made for this model")
+
+
+def as_tuple(value) -> tuple:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+def check_control_frames(node: str, conditioning, frames: int, model: ModelHandle) -> None:
+    """Refuse control frames whose count is neither 1 nor the video's (and ControlNets under context windows)."""
+    for _embeds, meta in conditioning:
+        for spec in meta.get(CONTROL_KEY, ()):
+            if model.context_windows is not None:
+                raise NodeInputError(node, "model", "ControlNets do not run under T2VContextWindows yet; sample "
+                                                    "the controlled video without context windows")
+            count = spec.images.shape[0]
+            if count not in (1, frames):
+                raise NodeInputError(node, "latent", f"the ControlNet '{spec.controlnet.name}' has {count} control "
+                                                     f"frames but the video has {frames}; give one control frame "
+                                                     "per video frame, or one for all")
 
 
 def conditioning_on(conditioning, device: torch.device) -> list:
@@ -70,6 +150,46 @@ def latent_preview(latents: torch.Tensor):
     rgb = torch.einsum("chw,cr->hwr", frame, torch.tensor(LATENT_RGB, device=frame.device))
     pixels = ((rgb + 1) / 2).clamp(0, 1).mul(255).byte().cpu().numpy()
     return Image.fromarray(pixels)
+
+
+@contextlib.contextmanager
+def explain_out_of_memory(node: str, task: str, options: list[str]):
+    """Turn a GPU out-of-memory error into one that names the node, what it was doing and what would fit."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as exc:
+        if isinstance(exc, NodeOutOfMemory):
+            raise
+        bridge.soft_empty_cache()
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+        raise NodeOutOfMemory(f"{node}: the GPU ran out of memory {task}. To fit: " + "; ".join(options)
+                              + f". ({detail})") from exc
+
+
+def sampling_memory_options(model: ModelHandle, frames: int) -> list[str]:
+    """What lowers a sampling run's memory, given how `model` is already patched."""
+    options = []
+    if model.context_windows is None:
+        options.append(f"put T2VContextWindows (context_length 16) before this node, so the model sees 16 frames at "
+                       f"a time instead of all {frames}")
+    else:
+        options.append(f"lower T2VContextWindows' context_length (now {model.context_windows.length})")
+    if not any(isinstance(patch, FeedForwardChunking) for patch in model.patches):
+        options.append("add T2VFeedForwardChunking to the model")
+    options.append("make the frames smaller or fewer")
+    return options
+
+
+def vae_memory_options(vae: VaeHandle, frames_per_batch: int) -> list[str]:
+    """What lowers a VAE decode's or encode's memory, given its settings."""
+    options = []
+    if frames_per_batch != 1:
+        options.append(f"set frames_per_batch to 1 (now {frames_per_batch or 'all frames'})")
+    if vae.tiling is None:
+        options.append("put T2VVAETiling on the VAE")
+    else:
+        options.append(f"lower T2VVAETiling's tile_size (now {vae.tiling.size})")
+    return options
 
 
 class StepProgress:

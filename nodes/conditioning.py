@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
+
 from ..models.text_encoding import encode_text, to_conditioning
+
+PROMPTS_KEPT = 16
+_encoded: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Per text encoder, its last `PROMPTS_KEPT` encoded prompts: a workflow run again in the same process (the
+headless runner, a script) does not encode its prompts again. They go when the text encoder does."""
+
+
+def encoded_prompt(clip, text: str) -> tuple:
+    """`encode_text(clip, text)`, from the cache when this text encoder already encoded `text`."""
+    recent = _encoded.setdefault(clip.text_encoder, OrderedDict())
+    if text not in recent:
+        recent[text] = encode_text(clip, text)
+        while len(recent) > PROMPTS_KEPT:
+            recent.popitem(last=False)
+    recent.move_to_end(text)
+    return recent[text]
 
 
 class T2VTextEncode:
@@ -21,7 +40,7 @@ class T2VTextEncode:
         }}
 
     def encode(self, clip, text):
-        return (to_conditioning(*encode_text(clip, text)),)
+        return (to_conditioning(*encoded_prompt(clip, text)),)
 
 
 NODE_CLASS_MAPPINGS = {"T2VTextEncode": T2VTextEncode}

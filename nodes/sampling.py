@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from ..errors import NodeInputError
 from ..samplers.schedulers import SAMPLER_NAMES, SAMPLERS, SCHEDULER_NAMES, karras_problem
-from ..samplers.text2video import RESUME_KEY, SamplingPlan, sample_model, seeded_generator
-from .common import MAX_SEED, StepProgress, check_latent_channels, guidance_conditioning, video_latents
+from ..samplers.text2video import FRAME_NOISE, RESUME_KEY, SamplingPlan, sample_model, seeded_generator
+from .common import (MAX_SEED, StepProgress, check_control_frames, check_latent_channels, check_widget_values,
+                     explain_out_of_memory, guidance_conditioning, sampling_memory_options, validation_verdict,
+                     video_latents)
 
 NODE = "T2VSampler"
 MAX_STEPS = 10000
@@ -79,18 +81,32 @@ class T2VSampler:
                 "return_with_leftover_noise": ("BOOLEAN", {
                     "default": False, "tooltip": "On: a run that stops early returns the noisy latent (to "
                                                  "continue in another sampler); off: its denoised estimate."}),
+                "frame_noise": (list(FRAME_NOISE), {
+                    "default": "per_video", "tooltip": "How a run from noise draws it: per_video as text-to-video "
+                    "pipelines, per_frame as image pipelines on a batch of frames (Video InstructPix2Pix), shared: "
+                    "one noise image for every frame (the ControlNet video recipe). Image models only."}),
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, cfg=None, denoise=None, eta=None):
+        return validation_verdict(lambda: check_widget_values(cls, cfg=cfg, denoise=denoise, eta=eta))
+
     def sample(self, model, positive, negative, latent, seed, steps, cfg, sampler_name, scheduler, denoise,
-               eta=0.0, start_step=0, end_step=MAX_STEPS, add_noise=True, return_with_leftover_noise=False):
+               eta=0.0, start_step=0, end_step=MAX_STEPS, add_noise=True, return_with_leftover_noise=False,
+               frame_noise="per_video"):
+        check_widget_values(T2VSampler, cfg=cfg, denoise=denoise, eta=eta)
         plan = SamplingPlan(sampler_name, scheduler, steps, denoise, start_step, end_step, add_noise,
-                            return_with_leftover_noise, eta)
+                            return_with_leftover_noise, eta, frame_noise=frame_noise)
+        if frame_noise != "per_video" and not model.family.image_model:
+            raise NodeInputError(NODE, "frame_noise", f"'{frame_noise}' is for image models sampling frames as a "
+                                 f"batch; '{model.name}' is a {model.family.description} model: use per_video")
         check_sampler_choice(NODE, sampler_name, scheduler,
                              partial=plan.first_step > 0 or plan.last_step < steps)
         check_step_range(start_step, end_step, steps)
         samples = video_latents(NODE, "latent", latent, model.device)
         check_latent_channels(NODE, "latent", samples, model)
+        check_control_frames(NODE, positive + negative, samples.shape[2], model)
         state = latent.get(RESUME_KEY)
         if state is not None and not add_noise and state.next_step == plan.first_step:
             problem = state.mismatch(plan, samples.shape)
@@ -98,7 +114,9 @@ class T2VSampler:
                 raise NodeInputError(NODE, "latent", f"it comes from a sampler that stopped at step {state.next_step}, "
                                                      f"but {problem}")
         positive, negative = guidance_conditioning(NODE, positive, negative, cfg, model)
-        with StepProgress(NODE) as progress:
+        memory = explain_out_of_memory(NODE, f"sampling {samples.shape[2]} frames",
+                                       sampling_memory_options(model, samples.shape[2]))
+        with memory, StepProgress(NODE) as progress:
             out, state = sample_model(model, positive, negative, cfg, samples, plan,
                                       seeded_generator(seed), state, progress)
         result = {key: value for key, value in latent.items() if key not in ("samples", RESUME_KEY)}

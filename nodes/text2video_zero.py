@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from ..attention.cross_frame import CrossFrameAttention
 from ..errors import NodeInputError
-from ..models.handles import UNET_2D
+from ..models.families.base import CONTROL_KEY
 from ..samplers.text2video import RESUME_KEY, SamplingPlan, seeded_generator
 from ..samplers.schedulers import SAMPLERS
 from ..samplers.text2video_zero import (AnchorFrame, motion_latents, schedule_problem, split_steps, text2video_zero,
                                          zero_steps)
-from .common import MAX_FRAMES, MAX_RESOLUTION, StepProgress, guidance_conditioning, video_latents
+from .common import (MAX_FRAMES, MAX_RESOLUTION, StepProgress, check_widget_values, explain_out_of_memory,
+                     guidance_conditioning, validation_verdict, video_latents)
 from .latent import LATENT_CHANNELS, SPATIAL_SCALE, check_frame_size
 from .sampling import MAX_STEPS, check_sampler_choice, sampler_inputs
 
@@ -41,9 +42,9 @@ def check_schedule(node: str, steps: int, t0: int, t1: int) -> None:
 
 
 def check_image_model(node: str, model) -> None:
-    if model.kind != UNET_2D:
-        raise NodeInputError(node, "model", f"'{model.name}' is a text-to-video (3D UNet) model; Text2Video-Zero "
-                                            "needs an image model (a Stable Diffusion 2D UNet)")
+    if not model.family.image_model:
+        raise NodeInputError(node, "model", f"'{model.name}' is a {model.family.description} model; Text2Video-Zero "
+                                            "needs an image model (Stable Diffusion 1.x/2.x or SDXL)")
 
 
 class T2VCrossFrameAttention:
@@ -114,8 +115,13 @@ class T2VMotionFieldLatent:
             **motion_inputs(),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, motion_x=None, motion_y=None):
+        return validation_verdict(lambda: check_widget_values(cls, motion_x=motion_x, motion_y=motion_y))
+
     def move(self, latent_t1, latent_t0, frames, motion_x, motion_y):
         node = "T2VMotionFieldLatent"
+        check_widget_values(T2VMotionFieldLatent, motion_x=motion_x, motion_y=motion_y)
         at_t1, state_t1 = _anchor_state(node, "latent_t1", latent_t1)
         at_t0, state_t0 = _anchor_state(node, "latent_t0", latent_t0)
         if at_t1.shape[0] != 1:
@@ -162,9 +168,14 @@ class T2VText2VideoZero:
                                               "anchor frame (at least 2): memory stays flat for long videos."}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, cfg=None, motion_x=None, motion_y=None):
+        return validation_verdict(lambda: check_widget_values(cls, cfg=cfg, motion_x=motion_x, motion_y=motion_y))
+
     def generate(self, model, positive, negative, seed, steps, cfg, sampler_name, scheduler, width, height, frames,
                  motion_x, motion_y, t0, t1, chunk_size):
         node = "T2VText2VideoZero"
+        check_widget_values(T2VText2VideoZero, cfg=cfg, motion_x=motion_x, motion_y=motion_y)
         check_image_model(node, model)
         check_schedule(node, steps, t0, t1)
         check_sampler_choice(node, sampler_name, scheduler, partial=True)
@@ -172,11 +183,17 @@ class T2VText2VideoZero:
             raise NodeInputError(node, "chunk_size", "1 leaves no room beside the anchor frame; use 0 (no chunks) "
                                                      "or at least 2")
         check_frame_size(node, width, height)
+        if any(CONTROL_KEY in meta for _embeds, meta in positive):
+            raise NodeInputError(node, "positive", "it carries a ControlNet; for controlled video use the "
+                                                   "ControlNet graph (T2VCrossFrameAttention, T2VSampler with "
+                                                   "frame_noise shared)")
         positive, negative = guidance_conditioning(node, positive, negative, cfg, model)
         shape = (1, LATENT_CHANNELS, 1, height // SPATIAL_SCALE, width // SPATIAL_SCALE)
         plan = SamplingPlan(sampler_name, scheduler, steps)
         model_calls = SAMPLERS[sampler_name].scheduler_class.order * zero_steps(steps, t0, t1, frames, chunk_size)
-        with StepProgress(node, model_calls) as progress:
+        fits = ["set chunk_size to 8 or so (memory then stays flat however many frames)" if not chunk_size else
+                f"lower chunk_size (now {chunk_size})", "make the frames smaller"]
+        with explain_out_of_memory(node, f"making {frames} frames", fits), StepProgress(node, model_calls) as progress:
             samples = text2video_zero(model, model.with_patch(CrossFrameAttention()),
                                       positive, negative,
                                       cfg, shape, plan, t0, t1, frames, motion_x, motion_y, chunk_size, seed, progress)

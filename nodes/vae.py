@@ -7,7 +7,7 @@ import torch
 from .. import bridge
 from ..errors import NodeInputError
 from ..models.vae_ops import decode_frames, encode_frames
-from .common import StepProgress, video_latents
+from .common import StepProgress, explain_out_of_memory, vae_memory_options, video_latents
 
 FRAMES_PER_BATCH = ("INT", {"default": 8, "min": 0, "max": 4096,
                             "tooltip": "Frames through the VAE at once: fewer use less memory (0 = all at once). "
@@ -21,6 +21,18 @@ def check_images(node: str, input_name: str, images) -> None:
         raise NodeInputError(node, input_name, f"expected IMAGE frames [N, H, W, 3], got {shape}")
     if images.shape[0] == 0:
         raise NodeInputError(node, input_name, "the video has no frames")
+
+
+IMAGES_OR_VIDEO = "IMAGE,VIDEO"
+"""Frame inputs take the pack's (and core's) IMAGE frames or a core VIDEO (LoadVideo's), without converting."""
+
+
+def input_frames(node: str, input_name: str, images) -> tuple[torch.Tensor, float | None]:
+    """The frames of an IMAGE or core VIDEO input, and the VIDEO's frame rate (None for IMAGE frames)."""
+    video = bridge.video_components(images)
+    frames, fps = video if video is not None else (images, None)
+    check_images(node, input_name, frames)
+    return frames, fps
 
 
 def check_frame_size(node: str, input_name: str, images: torch.Tensor, scale: int) -> None:
@@ -46,7 +58,9 @@ class T2VVAEDecode:
         samples = video_latents("T2VVAEDecode", "latent", latent, vae.device)
         batch, channels, frames, height, width = samples.shape
         flat = samples.permute(0, 2, 1, 3, 4).reshape(batch * frames, channels, height, width)
-        with StepProgress("T2VVAEDecode") as progress:
+        memory = explain_out_of_memory("T2VVAEDecode", f"decoding {batch * frames} frames",
+                                       vae_memory_options(vae, frames_per_batch))
+        with memory, StepProgress("T2VVAEDecode") as progress:
             images = decode_frames(vae, flat, frames_per_batch, on_chunk=progress,
                                    output_device=bridge.intermediate_device())
         return (images,)
@@ -61,13 +75,16 @@ class T2VVAEEncode:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"vae": ("T2V_VAE", {"tooltip": "The VAE from T2VModelLoader."}),
-                             "images": ("IMAGE", {"tooltip": "Frames to encode, as one video."})},
+                             "images": (IMAGES_OR_VIDEO, {"tooltip": "Frames to encode, as one video (IMAGE "
+                                                                     "frames or a core VIDEO)."})},
                 "optional": {"frames_per_batch": FRAMES_PER_BATCH}}
 
     def encode(self, vae, images, frames_per_batch=8):
-        check_images("T2VVAEEncode", "images", images)
+        images, _fps = input_frames("T2VVAEEncode", "images", images)
         check_frame_size("T2VVAEEncode", "images", images, vae.spatial_scale)
-        with StepProgress("T2VVAEEncode") as progress:
+        memory = explain_out_of_memory("T2VVAEEncode", f"encoding {images.shape[0]} frames",
+                                       vae_memory_options(vae, frames_per_batch))
+        with memory, StepProgress("T2VVAEEncode") as progress:
             latents = encode_frames(vae, images, frames_per_batch, on_chunk=progress)
         return ({"samples": latents.permute(1, 0, 2, 3).unsqueeze(0)},)
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import torch
 
 from .. import bridge
 from ..media import video_io
 from ..errors import NodeInputError
-from .common import MAX_RESOLUTION, StepProgress
+from .common import MAX_RESOLUTION, StepProgress, check_widget_values, validation_verdict
+from .vae import IMAGES_OR_VIDEO
 
 LOAD_NODE = "T2VLoadVideo"
 SAVE_NODE = "T2VSaveVideo"
@@ -80,7 +83,12 @@ class T2VLoadVideo:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, video):
+    def VALIDATE_INPUTS(cls, video=None):
+        """The chosen file is there and inside the input folder (None: it comes from a link)."""
+        if video is None:
+            return True
+        if not isinstance(video, str):
+            return str(NodeInputError(LOAD_NODE, "video", f"{video!r} is not a file name; choose a video"))
         try:
             _input_video(video)
         except NodeInputError as error:
@@ -113,6 +121,15 @@ def workflow_metadata(prompt, extra_pnginfo) -> dict[str, str]:
     return metadata
 
 
+def _check_save_inputs(fps, filename_prefix) -> None:
+    check_widget_values(T2VSaveVideo, fps=fps)
+    if filename_prefix is not None:
+        try:
+            video_io.check_output_prefix(bridge.output_directory(), filename_prefix)
+        except video_io.VideoIOError as error:
+            raise _node_error(SAVE_NODE, _SAVE_INPUT_OF, error) from error
+
+
 class T2VSaveVideo:
     DESCRIPTION = ("Saves frames as a video (mp4, webm, gif, webp) or a folder of lossless numbered PNGs in the "
                    "output folder, with the workflow embedded (except gif). Never overwrites: each save gets the "
@@ -126,9 +143,11 @@ class T2VSaveVideo:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "images": ("IMAGE", {"tooltip": "The frames to save, in order."}),
+                "images": (IMAGES_OR_VIDEO, {"tooltip": "The frames to save, in order: IMAGE frames, or a core "
+                                                        "VIDEO (saved at its own frame rate)."}),
                 "fps": ("FLOAT", {"default": 8.0, "min": 0.01, "max": 1000.0, "step": 0.01,
-                                  "tooltip": "Frames per second (connect T2VLoadVideo's fps to keep a source's)."}),
+                                  "tooltip": "Frames per second of IMAGE frames (connect T2VLoadVideo's fps to keep "
+                                             "a source's); a VIDEO keeps its own."}),
                 "filename_prefix": ("STRING", {"default": "Text2Video/video",
                                                "tooltip": "File name inside the output folder; may start with "
                                                           "subfolders. A number is appended (_00001)."}),
@@ -147,16 +166,16 @@ class T2VSaveVideo:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, filename_prefix=None):
-        """Refuse a prefix that leaves the output folder before the workflow runs (None: it comes from a link)."""
-        if filename_prefix is not None:
-            try:
-                video_io.split_prefix(filename_prefix)
-            except video_io.VideoIOError as error:
-                return str(_node_error(SAVE_NODE, _SAVE_INPUT_OF, error))
-        return True
+    def VALIDATE_INPUTS(cls, fps=None, filename_prefix=None):
+        """Refuse what would fail only after the whole run: a prefix that cannot be saved (see
+        `video_io.check_output_prefix`) or an fps that is no number (None: it comes from a link)."""
+        return validation_verdict(lambda: _check_save_inputs(fps, filename_prefix))
 
     def save(self, images, fps, filename_prefix, format, quality=85, prompt=None, extra_pnginfo=None):
+        check_widget_values(T2VSaveVideo, fps=fps)
+        video = bridge.video_components(images)
+        if video is not None:
+            images, fps = video
         metadata = workflow_metadata(prompt, extra_pnginfo) if bridge.metadata_enabled() else {}
         try:
             with StepProgress(SAVE_NODE) as progress:
@@ -172,6 +191,25 @@ class T2VSaveVideo:
             ui["animated"] = (True,)
         return {"ui": ui, "result": ()}
 
+
+def video_info(query: dict) -> tuple[int, dict]:
+    """`GET /t2v/video_info?video=NAME`: what the editor's T2VLoadVideo preview shows of an input video
+    (frames, fps, size, and the input-folder file to show: the video itself or a folder's first image)."""
+    try:
+        path = _input_video(query.get("video", ""))
+        try:
+            info = video_io.probe_video(path)
+        except video_io.VideoIOError as error:
+            raise _node_error(LOAD_NODE, _LOAD_INPUT_OF, error) from error
+    except NodeInputError as error:
+        return 400, {"error": str(error)}
+    kind = "folder" if path.is_dir() else "image" if path.suffix.lower() in video_io.PILLOW_EXTENSIONS else "video"
+    shown = os.path.relpath(info.first_image or path, os.path.realpath(bridge.input_directory()))
+    return 200, {"frames": info.frames, "fps": info.fps, "width": info.width, "height": info.height, "kind": kind,
+                 "preview": Path(shown).as_posix()}
+
+
+bridge.add_json_route("/t2v/video_info", video_info)
 
 NODE_CLASS_MAPPINGS = {LOAD_NODE: T2VLoadVideo, SAVE_NODE: T2VSaveVideo}
 NODE_DISPLAY_NAME_MAPPINGS = {LOAD_NODE: "Load Video (Text2Video)", SAVE_NODE: "Save Video (Text2Video)"}

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from ..errors import NodeInputError
 from ..samplers.text2video import SamplingPlan, seeded_generator
 from ..samplers.video2video import nearest_multiple, resize_frames, video_to_video
-from .common import MAX_RESOLUTION, StepProgress, guidance_conditioning
+from .common import (MAX_RESOLUTION, StepProgress, check_widget_values, explain_out_of_memory, guidance_conditioning,
+                     sampling_memory_options, vae_memory_options, validation_verdict)
 from .sampling import check_sampler_choice, sampler_inputs
-from .vae import FRAMES_PER_BATCH, check_images
+from .vae import FRAMES_PER_BATCH, IMAGES_OR_VIDEO, input_frames
 
 log = logging.getLogger(__name__)
 NODE = "T2VVideoToVideo"
@@ -46,8 +46,8 @@ class T2VVideoToVideo:
                 "positive": ("CONDITIONING", {"tooltip": "What the video should show."}),
                 "negative": ("CONDITIONING", {"tooltip": "What to steer away from (unused when cfg <= 1)."}),
                 "vae": ("T2V_VAE", {"tooltip": "The VAE that encodes the frames (usually the model's own)."}),
-                "images": ("IMAGE", {"tooltip": "The frames of the input video (from T2VLoadVideo, T2VVAEDecode "
-                                                "or any image node)."}),
+                "images": (IMAGES_OR_VIDEO, {"tooltip": "The input video: IMAGE frames (from T2VLoadVideo, "
+                                                        "T2VVAEDecode or any image node) or a core VIDEO (LoadVideo)."}),
                 **sampler_inputs(),
                 "strength": ("FLOAT", {"default": 0.6, "min": 0.0, "max": 1.0, "step": 0.01,
                                        "tooltip": "How much to change: the share of the steps that run. 0 returns "
@@ -62,17 +62,23 @@ class T2VVideoToVideo:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, cfg=None, strength=None):
+        return validation_verdict(lambda: check_widget_values(cls, cfg=cfg, strength=strength))
+
     def refine(self, model, positive, negative, vae, images, seed, steps, cfg, sampler_name, scheduler, strength,
                width=0, height=0, frames_per_batch=8):
-        if not 0.0 <= strength <= 1.0:
-            raise NodeInputError(NODE, "strength", f"{strength} is outside 0..1")
+        check_widget_values(T2VVideoToVideo, cfg=cfg, strength=strength)
         plan = SamplingPlan(sampler_name, scheduler, steps, denoise=strength, noise_input_at_start=True)
         check_sampler_choice(NODE, sampler_name, scheduler, partial=plan.first_step > 0)
-        check_images(NODE, "images", images)
+        images, _fps = input_frames(NODE, "images", images)
         positive, negative = guidance_conditioning(NODE, positive, negative, cfg, model)
         size = target_size(images, width, height, vae.spatial_scale)
         frames = resize_frames(images.to(vae.device, dtype=images.dtype), *size)
-        with StepProgress(NODE) as progress:
+        memory = explain_out_of_memory(NODE, f"encoding and sampling {frames.shape[0]} frames",
+                                       sampling_memory_options(model, frames.shape[0])
+                                       + vae_memory_options(vae, frames_per_batch))
+        with memory, StepProgress(NODE) as progress:
             latents = video_to_video(model, vae, positive, negative, cfg, frames, plan,
                                      seeded_generator(seed), frames_per_batch, progress)
         return ({"samples": latents},)

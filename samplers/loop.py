@@ -51,13 +51,17 @@ def denoise(predict_noise: NoisePredictor, scheduler, x: torch.Tensor, first: in
     """Denoise 5-D latents over `scheduler.timesteps[first:last]`.
 
     The scheduler steps on the `[B*F, C, h, w]` view (where ancestral/SDE noise is drawn);
-    `callback(done, total, latents)` is called after every position.
+    `callback(done, total, latents)` is called after every position. A predictor with an
+    `at_step(position, total)` method is told where in the schedule each call is.
     """
     kwargs = step_kwargs(scheduler, generator, eta)
     batch = x.shape[0]
     last_call = None
+    at_step = getattr(predict_noise, "at_step", None)
     for done, position in enumerate(range(first, last), start=1):
         t = scheduler.timesteps[position]
+        if at_step is not None:
+            at_step(position, len(scheduler.timesteps))
         noise_pred = predict_noise(scheduler.scale_model_input(x, t), t)
         last_call = ModelCall(position, t, x, noise_pred)
         stepped = scheduler.step(frames_view(noise_pred), t, frames_view(x), **kwargs).prev_sample

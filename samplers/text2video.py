@@ -7,9 +7,15 @@ import dataclasses
 
 import torch
 
+from .context_windows import windowed
 from .guidance import GuidedNoisePredictor
 from .loop import ProgressCallback, clean_estimate, denoise, frames_view, video_view
 from .schedulers import SAMPLERS, build_scheduler, denoise_start_step, step_start
+
+FRAME_NOISE = ("per_video", "per_frame", "shared")
+"""How a run from pure noise draws it: `[B, C, F, h, w]` at once (text-to-video pipelines), `[B*F, C, h, w]`
+(image pipelines on a batch of frames), or one frame's `[B, C, 1, h, w]` repeated over the frames
+(the Text2Video-Zero ControlNet recipe)."""
 
 RESUME_KEY = "t2v_resume"
 """Pack-private `LATENT` key holding the `SamplerState` of a run returned with leftover noise."""
@@ -29,6 +35,7 @@ class SamplingPlan:
     return_with_leftover_noise: bool = False
     eta: float = 0.0
     noise_input_at_start: bool = False  # img2img: noise the input even from the first step (video-to-video)
+    frame_noise: str = "per_video"  # how a run from pure noise draws it (FRAME_NOISE)
 
     @property
     def first_step(self) -> int:
@@ -97,20 +104,37 @@ def randn(shape, generator: torch.Generator, device: torch.device) -> torch.Tens
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
 
 
+def initial_noise(shape: tuple, frame_noise: str, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Pure noise for video latents of `shape` `[B, C, F, h, w]`, drawn in the `frame_noise` layout."""
+    batch, channels, frames, height, width = shape
+    if frame_noise == "per_frame":
+        return video_view(randn((batch * frames, channels, height, width), generator, device), batch)
+    if frame_noise == "shared":
+        return randn((batch, channels, 1, height, width), generator, device).repeat(1, 1, frames, 1, 1)
+    return randn(shape, generator, device)
+
+
 def start_latents(scheduler, latents: torch.Tensor, position: int, generator: torch.Generator,
-                  noise_input_at_start: bool = False) -> torch.Tensor:
+                  noise_input_at_start: bool = False, frame_noise: str = "per_video") -> torch.Tensor:
     """Noise the input for a run starting at schedule position `position`.
 
-    From the start of the schedule the input only gives the shape (text-to-video: noise drawn as
-    `[B, C, F, h, w]` times `init_noise_sigma`); later, or always with `noise_input_at_start`, the
-    input is noised to that timestep with noise drawn as `[B*F, C, h, w]` (the img2img reference).
+    From the start of the schedule the input only gives the shape (noise drawn as `frame_noise` says,
+    times `init_noise_sigma`); later, or always with `noise_input_at_start`, the input is noised to that
+    timestep with noise drawn as `[B*F, C, h, w]` (the img2img reference).
     """
     if position == 0 and not noise_input_at_start:
-        return randn(latents.shape, generator, latents.device) * scheduler.init_noise_sigma
+        return initial_noise(tuple(latents.shape), frame_noise, generator, latents.device) * scheduler.init_noise_sigma
     frames = frames_view(latents)
     noise = randn(frames.shape, generator, latents.device)
     timestep = scheduler.timesteps[position:position + 1]
     return video_view(scheduler.add_noise(frames, noise, timestep), latents.shape[0])
+
+
+def scheduled(plan: SamplingPlan, scheduler_config: dict, device: torch.device):
+    """A fresh scheduler for `plan`, its timesteps set for the plan's steps."""
+    scheduler = build_scheduler(plan.sampler_name, plan.scheduler_name, scheduler_config)
+    scheduler.set_timesteps(plan.steps, device=device)
+    return scheduler
 
 
 def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: SamplingPlan,
@@ -130,13 +154,12 @@ def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: S
         generator.set_state(resume.generator_state)
         x = latents
     else:
-        scheduler = build_scheduler(plan.sampler_name, plan.scheduler_name, scheduler_config)
-        scheduler.set_timesteps(plan.steps, device=latents.device)
+        scheduler = scheduled(plan, scheduler_config, latents.device)
         begin = step_start(scheduler, first, plan.steps)
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(begin)
-        x = start_latents(scheduler, latents, begin, generator, plan.noise_input_at_start) if plan.add_noise \
-            else latents
+        x = start_latents(scheduler, latents, begin, generator, plan.noise_input_at_start, plan.frame_noise) \
+            if plan.add_noise else latents
     x, last_call = denoise(predict_noise, scheduler, x, step_start(scheduler, first, plan.steps),
                            step_start(scheduler, last, plan.steps), generator=generator, eta=plan.eta,
                            callback=callback)
@@ -152,14 +175,26 @@ def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: S
 def sample_model(model, positive, negative, cfg: float, latents: torch.Tensor, plan: SamplingPlan,
                  generator: torch.Generator, resume: SamplerState | None = None,
                  callback: ProgressCallback | None = None) -> tuple[torch.Tensor, SamplerState | None]:
-    """`sample` with a `ModelHandle`'s UNet, guidance and patches (installed for this call only), on raw latents.
+    """`sample` with a `ModelHandle`'s UNet, its family's guidance, its context windows and its patches (installed
+    for this call only), on raw latents.
 
     The input is scaled into the UNet's latent space and the result scaled back; with no step to run the
     input comes back as it is.
     """
-    predictor = GuidedNoisePredictor(model.unet, model.kind, positive, negative, cfg, model.dtype)
+    def guided(frames: int, positive, negative):
+        shape = (*latents.shape[:2], frames, *latents.shape[3:])
+        return GuidedNoisePredictor(model.unet, model.family.video_unet, model.guidance(positive, negative, cfg, shape),
+                                    model.dtype)
+
+    whole = guided(latents.shape[2], positive, negative)
+    if model.context_windows is None:
+        predictor = whole
+    else:
+        timesteps = scheduled(plan, model.scheduler_config, latents.device).timesteps
+        predictor = windowed(guided, (positive, negative), model.context_windows, timesteps, latents.shape[2])
     scaled = model_space(latents, model.latent_scale, resume)
-    with model.patched(frames_per_group=latents.shape[2]), torch.no_grad():
+    controlnets = tuple(control.model for control in whole.controls)
+    with model.patched(frames_per_group=latents.shape[2], also=controlnets), torch.no_grad():
         out, state = sample(predictor, model.scheduler_config, scaled, plan, generator, resume, callback)
     if out is scaled:
         return latents, None

@@ -51,6 +51,17 @@ def translate(latents: torch.Tensor, shifts: list[tuple[float, float]]) -> torch
     return warped
 
 
+def moved_copies(frame: torch.Tensor, frame_ids: list[int], motion_x: float, motion_y: float) -> torch.Tensor:
+    """Copies of one latent frame `[C, h, w]` for `frame_ids[1:]`, copy `i` shifted by `i` times the motion."""
+    copies = frame[None].expand(len(frame_ids) - 1, -1, -1, -1)
+    return translate(copies, [(motion_x * i, motion_y * i) for i in frame_ids[1:]])
+
+
+def renoise_sigma(x: torch.Tensor, sigma_from, sigma_to, noise: torch.Tensor) -> torch.Tensor:
+    """Forward-diffuse `x = x0 + sigma_from * eps` to `sigma_to` (k-diffusion's sigma space)."""
+    return x + (sigma_to**2 - sigma_from**2) ** 0.5 * noise
+
+
 def renoise(scheduler, sigma_space: bool, x: torch.Tensor, from_position: int, to_position: int,
             generator: torch.Generator) -> torch.Tensor:
     """Forward-diffuse `x` from schedule position `from_position` back to the noisier `to_position`.
@@ -61,7 +72,7 @@ def renoise(scheduler, sigma_space: bool, x: torch.Tensor, from_position: int, t
     noise = randn(x.shape, generator, x.device)
     if sigma_space:
         sigma_from, sigma_to = scheduler.sigmas[from_position], scheduler.sigmas[to_position]
-        return x + (sigma_to**2 - sigma_from**2).sqrt().to(x.device) * noise
+        return renoise_sigma(x, sigma_from.to(x.device), sigma_to.to(x.device), noise)
     low, high = int(scheduler.timesteps[from_position]), int(scheduler.timesteps[to_position])
     alpha = torch.prod(scheduler.alphas[low:high]).to(x.device)
     return alpha.sqrt() * x + (1 - alpha).sqrt() * noise
@@ -102,11 +113,7 @@ def motion_latents(anchor: AnchorFrame, frame_ids: list[int], motion_x: float, m
     steps, latent_scale = anchor.state_t0.schedule_key[2], anchor.state_t0.latent_scale
     at_t1 = model_space(anchor.at_t1, latent_scale, anchor.state_t1)
     source = model_space(anchor.at_t0, latent_scale, anchor.state_t0)[:, :, 0]  # [B, C, h, w]
-    moved = []
-    for video in source:
-        copies = video[None].expand(len(frame_ids) - 1, -1, -1, -1)
-        moved.append(translate(copies, [(motion_x * i, motion_y * i) for i in frame_ids[1:]]))
-    moved = torch.stack(moved)  # [B, F-1, C, h, w]
+    moved = torch.stack([moved_copies(video, frame_ids, motion_x, motion_y) for video in source])  # [B, F-1, C, h, w]
     renoised = renoise(scheduler, SAMPLERS[sampler_name].sigma_space, moved.flatten(0, 1),
                        step_start(scheduler, anchor.state_t0.next_step, steps),
                        step_start(scheduler, anchor.state_t1.next_step, steps), generator)

@@ -36,3 +36,54 @@ def tiny_sd(data_dir):
     from comfyui_text2video.models.loading import load_model
 
     return load_model("builtin:tiny-sd15", "float32")
+
+
+def v_prediction_copy(builtin: str, name: str, scheduler_class: str) -> str:
+    """A models/diffusers folder `name`: built-in `builtin` with a v-prediction scheduler config, as
+    Stable Diffusion 2.x 768 ships (`prediction_type: v_prediction`). Returns its model name."""
+    import json
+    import shutil
+
+    from comfyui_text2video import bridge
+    from comfyui_text2video.models.loading import resolve_model_folder
+
+    folder = dict(bridge.model_roots())["diffusers"] / name
+    if not folder.exists():
+        shutil.copytree(resolve_model_folder("builtin:" + builtin), folder)
+        config_path = folder / "scheduler" / "scheduler_config.json"
+        config = json.loads(config_path.read_text())
+        config.update({"_class_name": scheduler_class, "prediction_type": "v_prediction"})
+        config_path.write_text(json.dumps(config))
+    return name
+
+
+@pytest.fixture(scope="session")
+def tiny_t2v_v(data_dir):
+    """builtin:tiny-text2video as a v-prediction model (handles, float32, CPU)."""
+    from comfyui_text2video.models.loading import load_model
+
+    return load_model(v_prediction_copy("tiny-text2video", "tiny-text2video-v", "DDIMScheduler"), "float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_v(data_dir):
+    """builtin:tiny-sd15 as a Stable Diffusion 2.x 768-style v-prediction image model (handles, float32, CPU)."""
+    from comfyui_text2video.models.loading import load_model
+
+    return load_model(v_prediction_copy("tiny-sd15", "tiny-sd2-v", "DDIMScheduler"), "float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(data_dir):
+    """(model, clip, vae) handles of builtin:tiny-sdxl, in float32 on the CPU."""
+    from comfyui_text2video.models.loading import load_model
+
+    return load_model("builtin:tiny-sdxl", "float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_ip2p(data_dir):
+    """(model, clip, vae) handles of builtin:tiny-ip2p, in float32 on the CPU."""
+    from comfyui_text2video.models.loading import load_model
+
+    return load_model("builtin:tiny-ip2p", "float32")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 import gc
 import weakref
 from pathlib import Path
@@ -194,3 +195,20 @@ def test_latent_preview_is_a_small_rgb_image_of_frame_zero():
     red, green, blue = image.getpixel((0, 0))
     assert red > blue
     assert latent_preview(torch.zeros(1, 16, 1, 2, 2)) is None  # not a 4-channel latent: no guess
+
+
+@pytest.mark.parametrize("method, shown", [("none", False), ("auto", True), ("latent2rgb", True), ("taesd", True)])
+def test_in_comfyui_previews_follow_its_preview_method_and_size(monkeypatch, method, shown):
+    """ComfyUI's `--preview-method` (default none) and `--preview-size` decide; headless never shows one."""
+    import enum
+    import types
+
+    assert bridge.shows_previews() is False and bridge.preview_size() == 512
+    methods = enum.Enum("LatentPreviewMethod", {"NoPreviews": "none", "Auto": "auto", "Latent2RGB": "latent2rgb",
+                                                "TAESD": "taesd"})
+    cli_args = types.SimpleNamespace(LatentPreviewMethod=methods,
+                                     args=types.SimpleNamespace(preview_method=methods(method), preview_size=256))
+    monkeypatch.setitem(sys.modules, "comfy", types.ModuleType("comfy"))
+    monkeypatch.setitem(sys.modules, "comfy.cli_args", cli_args)
+    monkeypatch.setattr(bridge, "IN_COMFYUI", True)
+    assert bridge.shows_previews() is shown and bridge.preview_size() == 256

@@ -5,6 +5,8 @@ Saved UI workflows store widget values by position, so these lists may only ever
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import comfyui_text2video
@@ -16,7 +18,8 @@ CONTRACT = {
     "T2VTextEncode": (["clip", "text"], [], ("CONDITIONING",)),
     "T2VEmptyLatentVideo": (["width", "height", "frames", "batch_size"], [], ("LATENT",)),
     "T2VSampler": (["model", "positive", "negative", "latent", *SAMPLER, "denoise"],
-                   ["eta", "start_step", "end_step", "add_noise", "return_with_leftover_noise"], ("LATENT",)),
+                   ["eta", "start_step", "end_step", "add_noise", "return_with_leftover_noise", "frame_noise"],
+                   ("LATENT",)),
     "T2VVAEEncode": (["vae", "images"], ["frames_per_batch"], ("LATENT",)),
     "T2VVAEDecode": (["vae", "latent"], ["frames_per_batch"], ("IMAGE",)),
     "T2VVideoToVideo": (["model", "positive", "negative", "vae", "images", *SAMPLER, "strength"],
@@ -29,13 +32,28 @@ CONTRACT = {
     "T2VLoadVideo": (["video", "frame_limit", "skip_first", "select_every_nth"], ["width", "height"],
                      ("IMAGE", "FLOAT", "INT")),
     "T2VSaveVideo": (["images", "fps", "filename_prefix", "format"], ["quality"], ()),
+    "T2VCrossFrameAttentionModel": (["model"], [], ("MODEL",)),
+    "T2VZeroSchedule": (["model", "steps", "sampler_name", "scheduler", "t0", "t1"], [],
+                        ("T2V_ZERO_SCHEDULE", "INT", "INT", "INT")),
+    "T2VZeroMotionLatent": (["schedule", "latent_t1", "latent_t0", "seed", "frames", "motion_x", "motion_y"], [],
+                            ("LATENT",)),
+    "T2VContextWindows": (["model", "context_length", "context_overlap", "context_schedule", "fuse_method"],
+                          ["context_stride", "closed_loop"], ("T2V_MODEL",)),
+    "T2VFeedForwardChunking": (["model", "chunk_size"], [], ("T2V_MODEL",)),
+    "T2VVAETiling": (["vae", "tile_size", "tile_overlap"], [], ("T2V_VAE",)),
+    "T2VControlNetLoader": (["controlnet_name"], [], ("T2V_CONTROLNET",)),
+    "T2VApplyControlNet": (["positive", "negative", "controlnet", "images", "strength"],
+                           ["start_percent", "end_percent"], ("CONDITIONING", "CONDITIONING")),
+    "T2VInstructPix2PixConditioning": (["positive", "negative", "vae", "images", "image_cfg"], ["frames_per_batch"],
+                                       ("CONDITIONING", "CONDITIONING", "LATENT")),
 }
 
 
 def test_exactly_the_contract_nodes_are_exported():
     assert set(NODE_CLASS_MAPPINGS) == set(CONTRACT)
     assert set(NODE_DISPLAY_NAME_MAPPINGS) == set(CONTRACT)
-    assert not hasattr(comfyui_text2video, "WEB_DIRECTORY")  # no web/ extension yet
+    web = Path(comfyui_text2video.__file__).parent / comfyui_text2video.WEB_DIRECTORY
+    assert sorted(path.name for path in web.glob("*.js")) == ["load_video.js", "preview.js", "text2video.js"]
 
 
 @pytest.mark.parametrize("node_id", sorted(CONTRACT))

@@ -112,6 +112,13 @@ ATTENTION_VARIANTS = {
             attention_mask=torch.where(torch.rand(3, 1, TOKENS) < 0.3, -10000.0, 0.0),
         ),
     ),
+    "a mask per query": dict(
+        make=lambda: Attention(query_dim=CHANNELS, heads=4, dim_head=16),
+        inputs=lambda: dict(
+            hidden_states=torch.randn(3, TOKENS, CHANNELS),
+            attention_mask=torch.where(torch.rand(3, TOKENS, TOKENS) < 0.3, -10000.0, 0.0),
+        ),
+    ),
     "normalized, masked cross-attention": dict(
         make=lambda: Attention(
             query_dim=CHANNELS, cross_attention_dim=TEXT_WIDTH, heads=4, dim_head=16, cross_attention_norm="layer_norm"

@@ -44,9 +44,10 @@ def test_lists_builtins_and_folders_by_relative_path(models_dir, builtin_folder)
     install(builtin_folder, models_dir, "text2video/mine")
     (models_dir / "text2video" / "not-a-model").mkdir()
     names = available_models()
-    assert names[:4] == ["builtin:tiny-text2video", "builtin:tiny-sd15", "builtin:micro-text2video",
-                         "builtin:micro-sd"]
-    assert set(names[4:]) == {"org/zeroscope-like", "mine"}
+    builtins = ["builtin:tiny-text2video", "builtin:tiny-sd15", "builtin:tiny-sdxl", "builtin:tiny-ip2p",
+                "builtin:micro-text2video", "builtin:micro-sd"]
+    assert names[:len(builtins)] == builtins
+    assert set(names[len(builtins):]) == {"org/zeroscope-like", "mine"}
 
 
 def test_a_name_in_both_folders_loads_from_text2video_with_a_warning(models_dir, builtin_folder, caplog):
@@ -60,7 +61,7 @@ def test_a_name_in_both_folders_loads_from_text2video_with_a_warning(models_dir,
 def test_a_folder_model_loads_like_the_builtin(models_dir, builtin_folder, tiny_t2v):
     install(builtin_folder, models_dir, "diffusers/copy")
     model, clip, vae = load_model("copy", "float32")
-    assert model.kind == "unet3d" and model.cross_attention_dim == 32
+    assert model.family.name == "text2video_3d" and model.cross_attention_dim == 32
     for ours, builtin in ((model.unet, tiny_t2v[0].unet), (vae.vae, tiny_t2v[2].vae)):
         assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), builtin.state_dict().values()))
 
@@ -70,7 +71,7 @@ def test_a_model_folder_linked_in_from_elsewhere_is_listed_and_loads(models_dir,
     (models_dir / "text2video").mkdir(parents=True)
     (models_dir / "text2video" / "linked").symlink_to(shared, target_is_directory=True)
     assert "linked" in available_models()
-    assert load_model("linked", "float32")[0].kind == "unet3d"
+    assert load_model("linked", "float32")[0].family.name == "text2video_3d"
 
 
 def test_loaded_models_are_reused(models_dir, builtin_folder):

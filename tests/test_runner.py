@@ -381,10 +381,12 @@ def test_subprocess_ctrl_c_stops_between_steps_with_130(tmp_path):
     assert not (output / "torn").exists()  # it stopped at a check between steps
 
 
-def test_real_pack_nodes_json_matches_the_in_process_object_info(tmp_path):
+def test_real_pack_nodes_json_matches_the_in_process_object_info(tmp_path, monkeypatch):
+    environment = cli_environment(tmp_path)
     result = subprocess.run([sys.executable, "-m", "comfyui_text2video", "nodes", "--json"], capture_output=True,
-                            text=True, env=cli_environment(tmp_path), timeout=300)
+                            text=True, env=environment, timeout=300)
     assert result.returncode == EXIT_OK, result.stderr
+    monkeypatch.setenv("T2V_DATA_DIR", environment["T2V_DATA_DIR"])  # the same folders list the same files
     assert json.loads(result.stdout) == json.loads(json.dumps(object_info()))
     assert "T2VSampler" in json.loads(result.stdout)
 

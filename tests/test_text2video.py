@@ -13,7 +13,8 @@ from comfyui_text2video.nodes.vae import T2VVAEDecode, T2VVAEEncode
 from comfyui_text2video.samplers.schedulers import SAMPLER_NAMES
 from comfyui_text2video.samplers.text2video import RESUME_KEY
 
-from reference_pipelines import frames_of, generator, text2video_pipeline, video2video_pipeline
+from reference_pipelines import (REFERENCE_SCHEDULERS, frames_of, generator, text2video_pipeline,
+                                 video2video_pipeline)
 
 PROMPT, NEGATIVE = "a corgi surfing a wave", "blurry, low quality"
 TOLERANCE = 1e-3
@@ -40,6 +41,10 @@ def render(handles, *, seed=42, steps=4, cfg=7.5, sampler="ddim", scheduler="nor
     ("dpmpp_2m", "karras", 64, 48, 7.5),
     ("ddim", "normal", 40, 72, 7.5),  # non-square, portrait
     ("euler", "normal", 64, 48, 1.0),  # no guidance
+    ("ddim", "normal", 64, 48, 0.5),  # cfg below 1: no guidance either, the negative prompt is unused
+    ("dpmpp_2m_sde", "normal", 64, 48, 7.5),  # SDE noise drawn from the seed
+    ("dpmpp_2m_sde", "karras", 64, 48, 7.5),
+    ("euler", "karras", 64, 48, 7.5),
 ])
 def test_text_to_video_matches_reference(tiny_t2v, sampler, scheduler, width, height, cfg):
     pipe = text2video_pipeline(*tiny_t2v, sampler, scheduler)
@@ -250,3 +255,75 @@ def test_a_zero_step_run_with_leftover_noise_returns_the_noised_input(tiny_t2v):
     expected = torch.randn(1, 4, 2, 4, 4, generator=generator(3)) / model.latent_scale
     assert RESUME_KEY in out
     assert (out["samples"] - expected).abs().max() < 1e-4
+
+
+def test_every_sampler_has_an_independent_reference_scheduler():
+    assert set(REFERENCE_SCHEDULERS) == set(SAMPLER_NAMES)
+
+
+def test_cfg_below_one_ignores_the_negative_prompt(tiny_t2v):
+    """What the tooltip promises: with cfg <= 1 another negative prompt changes nothing."""
+    small = dict(frames=2, width=32, height=32, steps=3)
+    assert torch.equal(render(tiny_t2v, cfg=0.5, negative="a", **small), render(tiny_t2v, cfg=0.5, negative="b", **small))
+
+
+def test_ddim_eta_matches_the_reference_eta(tiny_t2v):
+    pipe = text2video_pipeline(*tiny_t2v, "ddim")
+    reference = pipe(PROMPT, negative_prompt=NEGATIVE, num_frames=4, height=32, width=32, num_inference_steps=4,
+                     guidance_scale=7.5, eta=0.6, generator=generator(42), output_type="pt").frames
+    ours = render(tiny_t2v, frames=4, width=32, height=32, eta=0.6)
+    assert (ours - frames_of(reference)).abs().max() < TOLERANCE
+    assert (ours - render(tiny_t2v, frames=4, width=32, height=32)).abs().max() > 10 * TOLERANCE  # eta changed it
+
+
+class CleanEstimates:
+    """Wraps a reference scheduler and keeps the clean (x0) estimate diffusers computes at each step."""
+
+    def __init__(self, scheduler):
+        self.estimates = []
+        if hasattr(scheduler, "convert_model_output"):  # multistep solvers: x0 is their model output
+            convert = scheduler.convert_model_output
+
+            def keep(*args, **kwargs):
+                self.estimates.append(convert(*args, **kwargs))
+                return self.estimates[-1]
+
+            scheduler.convert_model_output = keep
+        else:
+            step = scheduler.step
+
+            def keep(*args, **kwargs):
+                out = step(*args, **kwargs)
+                self.estimates.append(out.pred_original_sample)
+                return out
+
+            scheduler.step = keep
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "euler", "dpmpp_2m"])
+def test_a_v_prediction_run_stopped_early_returns_the_references_clean_estimate(tiny_t2v_v, sampler):
+    """Stable Diffusion 2.x 768-style models predict v: a run stopped early shows diffusers' x0 for that step."""
+    model, clip, vae = tiny_t2v_v
+    assert model.scheduler_config["prediction_type"] == "v_prediction"
+    pipe = text2video_pipeline(*tiny_t2v_v, sampler)
+    recorder = CleanEstimates(pipe.scheduler)
+    pipe(PROMPT, negative_prompt=NEGATIVE, num_frames=2, height=32, width=32, num_inference_steps=5,
+         guidance_scale=7.5, generator=generator(4), output_type="latent")
+    x0 = recorder.estimates[2]  # after 3 of 5 steps, [F, C, h, w]
+    with torch.no_grad():
+        expected = (vae.vae.decode(x0 / model.latent_scale).sample / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+    latent = T2VSampler().sample(model, encode(clip, PROMPT), encode(clip, NEGATIVE),
+                                 T2VEmptyLatentVideo().create(32, 32, 2, 1)[0], 4, 5, 7.5, sampler, "normal", 1.0,
+                                 end_step=3)[0]
+    assert RESUME_KEY not in latent
+    ours = T2VVAEDecode().decode(vae, latent)[0]
+    assert (ours - expected).abs().max() < TOLERANCE
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m"])
+def test_a_v_prediction_model_matches_the_reference(tiny_t2v_v, sampler):
+    pipe = text2video_pipeline(*tiny_t2v_v, sampler)
+    reference = pipe(PROMPT, negative_prompt=NEGATIVE, num_frames=2, height=32, width=32, num_inference_steps=4,
+                     guidance_scale=7.5, generator=generator(42), output_type="pt").frames
+    ours = render(tiny_t2v_v, sampler=sampler, frames=2, width=32, height=32)
+    assert (ours - frames_of(reference)).abs().max() < TOLERANCE

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
-from reference_pipelines import generator
+from reference_pipelines import generator, reference_scheduler, zero_pipeline
 
 from comfyui_text2video import bridge
 from comfyui_text2video.errors import NodeInputError
@@ -14,7 +16,6 @@ from comfyui_text2video.nodes.sampling import T2VSampler
 from comfyui_text2video.nodes.text2video_zero import (T2VCrossFrameAttention, T2VMotionFieldLatent,
                                                       T2VText2VideoZero, T2VZeroSteps)
 from comfyui_text2video.nodes.vae import T2VVAEDecode
-from comfyui_text2video.samplers.schedulers import build_scheduler
 
 PROMPT, NEGATIVE = "a panda dancing", "ugly"
 
@@ -23,20 +24,9 @@ def encode(clip, text):
     return T2VTextEncode().encode(clip, text)[0]
 
 
-def zero_pipeline(handles, sampler):
-    from diffusers import TextToVideoZeroPipeline
-
-    model, clip, vae = handles
-    pipe = TextToVideoZeroPipeline(vae=vae.vae, text_encoder=clip.text_encoder, tokenizer=clip.tokenizer,
-                                   unet=model.unet, scheduler=build_scheduler(sampler, "normal", model.scheduler_config),
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def reference_frames(handles, *, sampler, steps, t0, t1, frames, motion, seed=5, width=64, height=48,
                      frame_ids=None):
-    pipe = zero_pipeline(handles, sampler)
+    pipe = zero_pipeline(*handles, sampler)
     images = pipe(PROMPT, video_length=frames, height=height, width=width, num_inference_steps=steps,
                   guidance_scale=7.5, negative_prompt=NEGATIVE, motion_field_strength_x=motion[0],
                   motion_field_strength_y=motion[1], t0=t0, t1=t1, generator=generator(seed), output_type="pt",
@@ -199,3 +189,46 @@ def test_progress_counts_every_stage_on_one_bar(tiny_sd, monkeypatch):
     monkeypatch.setattr(bridge, "Progress", RecordingProgress)
     all_in_one(tiny_sd, steps=6, t0=2, t1=4, frames=5, chunk_size=3)  # frame 0: 3 steps, then 3 chunks x 5
     assert seen == [("total", 18), *range(1, 19)]
+
+
+def test_a_v_prediction_image_model_matches_the_reference(tiny_sd_v):
+    """Stable Diffusion 2.x 768 models (v-prediction) make videos as the reference does."""
+    assert tiny_sd_v[0].scheduler_config["prediction_type"] == "v_prediction"
+    reference = reference_frames(tiny_sd_v, sampler="ddim", steps=6, t0=2, t1=4, frames=3, motion=(12.0, -8.0))
+    ours = decode(tiny_sd_v, all_in_one(tiny_sd_v, steps=6, t0=2, t1=4, frames=3, motion=(12.0, -8.0)))
+    assert (ours - reference).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("sampler", ["euler", "lms", "heun"])
+def test_sigma_space_renoise_is_the_references_forward_step(tiny_sd, sampler):
+    """Float-timestep samplers crash the reference; the moved frames must still be its DDPM forward step
+    from t0 to t1 (with the exact alpha ratio), taken on the alpha scale and brought back to sigma scale."""
+    from diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_video_zero import (
+        TextToVideoZeroPipeline, create_motion_field_and_warp_latents)
+
+    model, _clip, _vae = tiny_sd
+    steps, t0, t1, frames, motion, seed = 6, 2, 4, 4, (12.0, -8.0), 5
+    t1_step, t0_step = T2VZeroSteps().split(steps, t0, t1)
+    positive, negative = encode(tiny_sd[1], PROMPT), encode(tiny_sd[1], NEGATIVE)
+    anchor = T2VEmptyLatentVideo().create(64, 48, 1, 1)[0]
+    at_t1 = T2VSampler().sample(model, positive, negative, anchor, seed, steps, 7.5, sampler, "normal", 1.0,
+                                end_step=t1_step, return_with_leftover_noise=True)[0]
+    at_t0 = T2VSampler().sample(model, positive, negative, at_t1, seed, steps, 7.5, sampler, "normal", 1.0,
+                                start_step=t1_step, end_step=t0_step, add_noise=False,
+                                return_with_leftover_noise=True)[0]
+    moved = T2VMotionFieldLatent().move(at_t1, at_t0, frames, *motion)[0]["samples"] * model.latent_scale
+
+    schedule = reference_scheduler(sampler, "normal", model.scheduler_config)
+    schedule.set_timesteps(steps)
+    sigmas = torch.unique_consecutive(schedule.sigmas)  # one sigma per step (heun repeats them)
+    alpha_bar_t0, alpha_bar_t1 = 1 / (1 + sigmas[t0_step] ** 2), 1 / (1 + sigmas[t1_step] ** 2)
+    rng = generator(seed)
+    torch.randn(1, 4, 6, 8, generator=rng)  # frame 0's starting noise; these samplers draw nothing else
+    x_t0 = (at_t0["samples"][:, :, 0] * model.latent_scale).repeat(frames - 1, 1, 1, 1)
+    warped = create_motion_field_and_warp_latents(*motion, frame_ids=list(range(1, frames)), latents=x_t0)
+    ddpm = SimpleNamespace(scheduler=SimpleNamespace(alphas=(alpha_bar_t1 / alpha_bar_t0).reshape(1)))
+    forward = TextToVideoZeroPipeline.forward_loop(ddpm, warped * alpha_bar_t0.sqrt(), 0, 1, rng)
+    expected = forward / alpha_bar_t1.sqrt()
+
+    assert torch.allclose(moved[:, :, 0], at_t1["samples"][:, :, 0] * model.latent_scale, rtol=1e-6, atol=0)
+    assert (moved[0, :, 1:].permute(1, 0, 2, 3) - expected).abs().max() < 1e-4 * expected.abs().max()

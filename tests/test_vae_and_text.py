@@ -78,3 +78,12 @@ def test_force_upcast_vaes_decode_in_float32(tiny_t2v):
     assert torch.isfinite(frames).all()
     assert wrapped.decoded_dtypes == [torch.float32]
     assert inner.dtype == torch.float16
+
+
+def test_vae_encode_of_a_core_video_equals_that_of_its_frames(tiny_t2v):
+    from comfyui_text2video.nodes.vae import T2VVAEEncode
+    from test_video_nodes import CoreVideo
+
+    frames = torch.rand(3, 32, 32, 3)
+    from_video = T2VVAEEncode().encode(tiny_t2v[2], CoreVideo(frames, 24))[0]["samples"]
+    assert torch.equal(from_video, T2VVAEEncode().encode(tiny_t2v[2], frames)[0]["samples"])

@@ -83,7 +83,7 @@ def test_bad_images_are_refused(tiny_t2v, images, message):
 
 @pytest.mark.parametrize("strength", [-0.1, 1.5])
 def test_strength_outside_range_is_refused(tiny_t2v, strength):
-    with pytest.raises(NodeInputError, match=r"T2VVideoToVideo: input 'strength'.*outside 0..1"):
+    with pytest.raises(NodeInputError, match=r"T2VVideoToVideo: input 'strength': value .* is (smaller than min 0.0|bigger than max 1.0)"):
         refine(tiny_t2v, torch.rand(2, 32, 32, 3), strength=strength)
 
 
@@ -92,3 +92,15 @@ def test_hundreds_of_frames_work(tiny_t2v):
     latent = refine(tiny_t2v, frames, strength=0.5, steps=2, frames_per_batch=64)["samples"]
     assert latent.shape == (1, 4, 240, 2, 2)
     assert torch.isfinite(latent).all()
+
+
+@pytest.mark.parametrize("width, height, latent_size", [
+    (96, 0, (6, 12)),  # 48x24 frames at width 96: height 48
+    (0, 48, (6, 12)),  # at height 48: width 96
+    (0, 40, (5, 10)),  # at height 40: width 80
+    (32, 0, (2, 4)),  # at width 32: height 16
+])
+def test_one_side_zero_keeps_the_aspect_ratio(tiny_t2v, width, height, latent_size):
+    frames = torch.rand(1, 24, 48, 3, generator=generator(0))  # landscape 2:1
+    latent = refine(tiny_t2v, frames, strength=0.5, steps=1, width=width, height=height)["samples"]
+    assert latent.shape[-2:] == latent_size

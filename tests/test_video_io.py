@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 
 import av
@@ -227,7 +228,7 @@ def test_a_failure_while_writing_leaves_no_file(tmp_path, video_format, error):
         video_io.save_video(numbered_frames(6), tmp_path, "sub/clip", video_format, 8.0,
                             on_progress=fail_after(3, error))
     assert files_under(tmp_path) == []
-    assert list((tmp_path / "sub").iterdir()) == []
+    assert not (tmp_path / "sub").exists()  # the folder made for it is gone too
     retry = video_io.save_video(numbered_frames(2), tmp_path, "sub/clip", video_format, 8.0)
     assert retry.path.name.startswith("clip_00001")
 
@@ -417,14 +418,19 @@ def make_gif_claiming_65535_squared(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def junk(size: int) -> bytes:
+    """Fixed random bytes: fresh ones sometimes look like an audio stream (about 1 run in 100)."""
+    return random.Random(size).randbytes(size)
+
+
 @pytest.mark.parametrize("name, make, problem", [
     ("absent.mp4", lambda path: None, "does not exist"),
     ("zero.mp4", lambda path: path.touch(), "empty file"),
     ("audio.mkv", make_audio_only, "no video stream"),
-    ("junk.mp4", lambda path: path.write_bytes(os.urandom(4096)), "cannot be decoded"),
-    ("junk.gif", lambda path: path.write_bytes(b"GIF89a" + os.urandom(200)), "cannot be decoded"),
+    ("junk.mp4", lambda path: path.write_bytes(junk(4096)), "cannot be decoded"),
+    ("junk.gif", lambda path: path.write_bytes(b"GIF89a" + junk(200)), "cannot be decoded"),
     ("huge.gif", lambda path: make_gif_claiming_65535_squared(path), "cannot be decoded"),
-    ("junk.webp", lambda path: path.write_bytes(b"RIFF\x10\x00\x00\x00WEBPVP8 " + os.urandom(64)),
+    ("junk.webp", lambda path: path.write_bytes(b"RIFF\x10\x00\x00\x00WEBPVP8 " + junk(64)),
      "cannot be decoded"),
     ("empty.mkv", make_empty_video, "cannot be decoded"),
 ])

@@ -12,7 +12,7 @@ from PIL import Image
 from comfyui_text2video import bridge, nodes
 from comfyui_text2video.media import video_io
 from comfyui_text2video.errors import NodeInputError
-from comfyui_text2video.nodes.video import T2VLoadVideo, T2VSaveVideo
+from comfyui_text2video.nodes.video import T2VLoadVideo, T2VSaveVideo, video_info
 
 from test_video_io import frame_indices, numbered_frames
 
@@ -256,3 +256,90 @@ def test_api_workflows_embed_the_prompt_but_no_empty_workflow():
     metadata = workflow_metadata({"1": {"class_type": "T2VSaveVideo", "inputs": {}}}, {"workflow": None})
     assert set(metadata) == {"prompt"}
     assert set(workflow_metadata(None, {"workflow": {"nodes": []}})) == {"workflow"}
+
+
+class EncoderFailure(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("video_format", ["mp4", "webm", "gif", "webp", "png"])
+def test_a_save_failing_while_encoding_never_shows_a_video_under_its_name(folders, monkeypatch, video_format):
+    """Until a save is complete its final name is only an empty placeholder: a crash while encoding (a killed process,
+    a power cut) cannot leave a truncated video there, and after a failure nothing is left at all."""
+    _, output_dir = folders
+    final = output_dir / "Text2Video" / ("video_00001" + ("" if video_format == "png" else f".{video_format}"))
+    under_final_name = []
+
+    def look():
+        if final.is_dir():
+            under_final_name.append(sorted(path.name for path in final.iterdir()))
+        elif final.exists():
+            under_final_name.append(final.stat().st_size)
+
+    def write_then_fail(*args, **kwargs):
+        write_video(*args, **kwargs)  # every frame encoded and written out
+        look()
+        raise EncoderFailure("the encoder crashed while finishing the file")
+
+    write_video = video_io.write_video
+    monkeypatch.setattr(video_io, "write_video", write_then_fail)
+    monkeypatch.setattr(bridge, "check_interrupt", look)  # between frames
+    with pytest.raises(EncoderFailure):
+        save(numbered_frames(6), video_format)
+    assert under_final_name and set(map(str, under_final_name)) == {"[]" if video_format == "png" else "0"}
+    assert [path for path in output_dir.rglob("*") if path.is_file()] == []
+    assert not final.exists()
+
+
+# --------------------------------------------------------------------------- the editor's clip preview
+
+
+@pytest.mark.parametrize("video_format, kind", [("mp4", "video"), ("webm", "video"), ("gif", "image"),
+                                                ("webp", "image"), ("png", "folder")])
+def test_video_info_tells_the_editor_frames_fps_size_and_what_to_show(folders, video_format, kind):
+    input_dir, output_dir = folders
+    save(numbered_frames(6, 24, 40), video_format, fps=12.0, prefix="clip")
+    name = "clip_00001" + ("" if video_format == "png" else f".{video_format}")
+    (output_dir / name).rename(input_dir / name)
+    status, info = video_info({"video": name})
+    assert status == 200
+    assert info | {"fps": round(info["fps"])} == {"frames": 6, "fps": 8 if kind == "folder" else 12, "width": 40,
+                                                  "height": 24, "kind": kind,
+                                                  "preview": f"{name}/frame_00000.png" if kind == "folder" else name}
+
+
+def test_video_info_refuses_what_the_node_refuses(folders):
+    status, info = video_info({"video": "../secret.mp4"})
+    assert status == 400 and "T2VLoadVideo: input 'video':" in info["error"] and "outside the input folder" in info["error"]
+    assert video_info({})[0] == 400
+
+
+# --------------------------------------------------------------------------- core VIDEO
+
+
+class CoreVideo:
+    """Stands in for ComfyUI's VIDEO (comfy_api VideoInput): what `get_components()` returns."""
+
+    def __init__(self, images, frame_rate):
+        self.images, self.frame_rate = images, frame_rate
+
+    def get_components(self):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(images=self.images, audio=None, frame_rate=self.frame_rate)
+
+
+def test_a_core_video_saves_at_its_own_frame_rate(folders):
+    from fractions import Fraction
+
+    _, output_dir = folders
+    frames = numbered_frames(5)
+    result = save(CoreVideo(frames, Fraction(25, 2)), "webm", fps=8.0)
+    assert result["ui"]["t2v_video"] == [{"format": "webm", "frames": 5, "width": 40, "height": 24, "fps": 12.5}]
+    loaded = video_io.read_frames(output_dir / "Text2Video" / "video_00001.webm")
+    assert loaded.fps == 12.5 and loaded.frames.shape[0] == 5
+
+
+def test_frame_inputs_take_a_core_video_or_image_frames():
+    for node in (nodes.NODE_CLASS_MAPPINGS["T2VVideoToVideo"], nodes.NODE_CLASS_MAPPINGS["T2VVAEEncode"], T2VSaveVideo):
+        assert node.INPUT_TYPES()["required"]["images"][0] == "IMAGE,VIDEO"

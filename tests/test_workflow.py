@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 
 import pytest
@@ -346,3 +347,19 @@ def test_an_editor_saved_load_video_node_maps_every_widget_by_name(tmp_path):
     prompt = load_workflow(ui.build(), NodeSpecs(nodes.NODE_CLASS_MAPPINGS)).prompt
     assert prompt["1"]["inputs"] == {"video": "clip.mp4", "frame_limit": 16, "skip_first": 2, "select_every_nth": 3,
                                      "width": 64, "height": 48}
+
+
+def test_a_workflow_saved_by_the_real_editor_converts_with_every_widget_in_place():
+    """tests/data/editor_saved_load_video.json: File > Save in ComfyUI 0.3.64 (frontend 1.27.10) with the pack."""
+    from pathlib import Path
+
+    from comfyui_text2video import nodes
+
+    saved = json.loads((Path(__file__).parent / "data" / "editor_saved_load_video.json").read_text())
+    prompt = load_workflow(saved, NodeSpecs(nodes.NODE_CLASS_MAPPINGS)).prompt
+    [load] = [node for node in prompt.values() if node["class_type"] == "T2VLoadVideo"]
+    [save] = [node for node in prompt.values() if node["class_type"] == "T2VSaveVideo"]
+    assert load["inputs"] == {"video": "clip.webp", "frame_limit": 6, "skip_first": 1, "select_every_nth": 2,
+                              "width": 40, "height": 32}
+    assert save["inputs"] | {"images": 0, "fps": 0} == {"images": 0, "fps": 0, "filename_prefix": "Text2Video/video",
+                                                        "format": "png", "quality": 85}

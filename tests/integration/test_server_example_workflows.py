@@ -18,7 +18,8 @@ EXAMPLES = sorted((PACK_ROOT / "example_workflows").glob("*.json"))
 FRONTEND_ONLY_NODES = {"Reroute", "PrimitiveNode", "Note", "MarkdownNote"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 FOLDER_COMBOS = {("T2VModelLoader", "model_name"), ("T2VLoadVideo", "video"), ("LoadImage", "image"),
-                 ("LoadVideo", "file")}
+                 ("LoadVideo", "file"), ("CheckpointLoaderSimple", "ckpt_name"), ("LoraLoader", "lora_name"),
+                 ("ControlNetLoader", "control_net_name")}
 """Combos listing files of the user's folders: a saved name need not exist on the test server."""
 SEED_CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -54,6 +55,35 @@ def test_core_load_video_components_go_into_video_to_video(comfy, sample_video):
     assert run.status == "success", run.error()
     (video,) = written_files(comfy, run)
     assert frame_count(video) == 6
+
+
+def test_core_load_video_feeds_video_to_video_directly_and_the_save_node_keeps_its_fps(comfy, sample_video):
+    """A core VIDEO goes into T2VVideoToVideo without GetVideoComponents; T2VSaveVideo saves a VIDEO at its fps."""
+    images = {"10": wf.node("LoadVideo", file=sample_video.name)}
+    prompt = wf.video_to_video(images, "it/v2v-video", seed=43)
+    prompt["8"] = wf.node("T2VSaveVideo", images=wf.link("10"), fps=30.0, filename_prefix="it/resaved", format="webm",
+                          quality=80)
+    run = comfy.run(prompt)
+    assert run.status == "success", run.error()
+    (video,) = written_files(comfy, run)
+    assert frame_count(video) == 6
+    (resaved,) = written_files(comfy, run, "8")
+    with av.open(str(resaved)) as container:
+        assert container.streams.video[0].average_rate == 8  # the source's, not the widget's 30
+
+
+def test_pack_frames_go_to_core_save_video(comfy):
+    prompt = wf.text_to_video("it/unused", seed=45, steps=1)
+    del prompt["7"]
+    prompt["8"] = wf.node("CreateVideo", images=wf.link("6"), fps=12.0)
+    prompt["9"] = wf.node("SaveVideo", video=wf.link("8"), filename_prefix="it/core-save-video", format="mp4",
+                          codec="h264")
+    run = comfy.run(prompt)
+    assert run.status == "success", run.error()
+    (saved,) = run.outputs["9"]["images"]
+    with av.open(str(comfy.output_dir / saved["subfolder"] / saved["filename"])) as container:
+        assert container.streams.video[0].average_rate == 12
+        assert sum(1 for _ in container.decode(video=0)) == wf.FRAMES
 
 
 def test_core_conditioning_nodes_work_on_pack_conditioning(comfy):

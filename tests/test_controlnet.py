@@ -1,0 +1,137 @@
+"""ControlNet video (the Text2Video-Zero ControlNet recipe) against StableDiffusionControlNetPipeline."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from reference_pipelines import generator, reference_scheduler
+from test_text2video_zero import NEGATIVE, PROMPT, decode, encode
+
+from comfyui_text2video.errors import NodeInputError
+from comfyui_text2video.models.controlnet import load_controlnet
+from comfyui_text2video.nodes.controlnet import T2VApplyControlNet, T2VControlNetLoader
+from comfyui_text2video.nodes.latent import T2VEmptyLatentVideo
+from comfyui_text2video.nodes.sampling import T2VSampler
+from comfyui_text2video.nodes.text2video_zero import T2VCrossFrameAttention
+
+WIDTH, HEIGHT, FRAMES = 64, 48, 3
+
+
+@pytest.fixture(scope="session")
+def tiny_controlnet(data_dir):
+    return T2VControlNetLoader().load("builtin:tiny-controlnet")[0]
+
+
+def control_frames(frames=FRAMES, seed=0):
+    """Edge-like control frames that differ from frame to frame: a bright bar moving right."""
+    images = torch.zeros(frames, HEIGHT, WIDTH, 3)
+    for i in range(frames):
+        images[i, :, 8 + 12 * i:14 + 12 * i] = 1.0
+    return images
+
+
+@contextlib.contextmanager
+def cross_frame_processors(*modules):
+    from diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_video_zero import (
+        CrossFrameAttnProcessor2_0)
+
+    originals = [module.attn_processors for module in modules]
+    for module in modules:
+        module.set_attn_processor(CrossFrameAttnProcessor2_0(batch_size=2))
+    try:
+        yield
+    finally:
+        for module, processors in zip(modules, originals):
+            module.set_attn_processor(processors)
+
+
+def reference(handles, controlnet, images, *, sampler, steps, strength=1.0, start=0.0, end=1.0, seed=7):
+    from diffusers import StableDiffusionControlNetPipeline
+
+    model, clip, vae = handles
+    pipe = StableDiffusionControlNetPipeline(
+        vae=vae.vae, text_encoder=clip.text_encoder, tokenizer=clip.tokenizer, unet=model.unet,
+        controlnet=controlnet.module, scheduler=reference_scheduler(sampler, "normal", model.scheduler_config),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    gen = generator(seed)
+    latents = torch.randn((1, 4, HEIGHT // 8, WIDTH // 8), generator=gen).repeat(images.shape[0], 1, 1, 1)
+    with cross_frame_processors(model.unet, controlnet.module):
+        video = pipe(prompt=[PROMPT] * images.shape[0], negative_prompt=[NEGATIVE] * images.shape[0],
+                     image=images.permute(0, 3, 1, 2), latents=latents, generator=gen, num_inference_steps=steps,
+                     guidance_scale=7.5, controlnet_conditioning_scale=strength, control_guidance_start=start,
+                     control_guidance_end=end, output_type="pt").images
+    return torch.as_tensor(video).permute(0, 2, 3, 1)
+
+
+def graph(handles, controls, *, sampler, steps, frames=FRAMES, seed=7, frame_noise="shared"):
+    """loader -> encode -> apply ControlNet(s) -> cross-frame attention -> T2VSampler -> decode."""
+    model, clip, _vae = handles
+    positive, negative = encode(clip, PROMPT), encode(clip, NEGATIVE)
+    for controlnet, images, strength, start, end in controls:
+        positive, negative = T2VApplyControlNet().apply(positive, negative, controlnet, images, strength, start, end)
+    latent = T2VEmptyLatentVideo().create(WIDTH, HEIGHT, frames, 1)[0]
+    patched = T2VCrossFrameAttention().patch(model)[0]
+    out = T2VSampler().sample(patched, positive, negative, latent, seed, steps, 7.5, sampler, "normal", 1.0,
+                              frame_noise=frame_noise)[0]
+    return decode(handles, out)
+
+
+@pytest.mark.parametrize("sampler, steps, strength, start, end", [
+    ("ddim", 4, 1.0, 0.0, 1.0),
+    ("euler_ancestral", 4, 0.7, 0.0, 1.0),
+    ("dpmpp_2m", 5, 1.3, 0.2, 0.8),
+])
+def test_controlnet_graph_equals_the_seed_recipe(tiny_sd, tiny_controlnet, sampler, steps, strength, start, end):
+    images = control_frames()
+    expected = reference(tiny_sd, tiny_controlnet, images, sampler=sampler, steps=steps, strength=strength,
+                         start=start, end=end)
+    ours = graph(tiny_sd, [(tiny_controlnet, images, strength, start, end)], sampler=sampler, steps=steps)
+    assert (ours - expected).abs().max() < 1e-3
+    uncontrolled = graph(tiny_sd, [(tiny_controlnet, images, 0.0, 0.0, 1.0)], sampler=sampler, steps=steps)
+    assert (ours - uncontrolled).abs().max() > 1e-2  # the control frames change the video
+
+
+def test_one_control_frame_serves_every_frame_and_two_controlnets_stack(tiny_sd, tiny_controlnet):
+    images = control_frames()
+    one = graph(tiny_sd, [(tiny_controlnet, images[:1], 1.0, 0.0, 1.0)], sampler="ddim", steps=3)
+    repeated = graph(tiny_sd, [(tiny_controlnet, images[:1].repeat(FRAMES, 1, 1, 1), 1.0, 0.0, 1.0)],
+                     sampler="ddim", steps=3)
+    assert (one - repeated).abs().max() < 1e-5
+    stacked = graph(tiny_sd, [(tiny_controlnet, images, 0.5, 0.0, 1.0), (tiny_controlnet, images, 0.5, 0.0, 1.0)],
+                    sampler="ddim", steps=3)
+    single = graph(tiny_sd, [(tiny_controlnet, images, 1.0, 0.0, 1.0)], sampler="ddim", steps=3)
+    assert (stacked - single).abs().max() < 1e-4  # residuals add up: two halves make one whole
+
+
+def test_control_frames_of_another_count_are_refused(tiny_sd, tiny_controlnet):
+    with pytest.raises(NodeInputError, match=r"T2VSampler: input 'latent'.*2 control frames but the video has 3"):
+        graph(tiny_sd, [(tiny_controlnet, control_frames(2), 1.0, 0.0, 1.0)], sampler="ddim", steps=2)
+
+
+def test_a_controlnet_for_another_model_is_refused(tiny_sdxl, tiny_controlnet):
+    with pytest.raises(NodeInputError, match=r"input 'positive'.*ControlNet 'builtin:tiny-controlnet' has "
+                                             r"cross_attention_dim 32 but the model 'builtin:tiny-sdxl' has 64"):
+        graph(tiny_sdxl, [(tiny_controlnet, control_frames(), 1.0, 0.0, 1.0)], sampler="ddim", steps=2)
+
+
+def test_frame_noise_on_a_text_to_video_model_is_refused(tiny_t2v):
+    model, clip, _vae = tiny_t2v
+    latent = T2VEmptyLatentVideo().create(WIDTH, HEIGHT, 2, 1)[0]
+    with pytest.raises(NodeInputError, match=r"T2VSampler: input 'frame_noise'.*use per_video"):
+        T2VSampler().sample(model, encode(clip, PROMPT), encode(clip, NEGATIVE), latent, 0, 2, 7.5, "ddim",
+                            "normal", 1.0, frame_noise="shared")
+
+
+def test_the_cross_frame_patch_leaves_the_controlnet_as_it_was(tiny_sd, tiny_controlnet):
+    before = dict(tiny_controlnet.module.attn_processors)
+    graph(tiny_sd, [(tiny_controlnet, control_frames(), 1.0, 0.0, 1.0)], sampler="ddim", steps=2)
+    assert tiny_controlnet.module.attn_processors == before
+
+
+def test_an_unknown_controlnet_names_the_folder(data_dir):
+    with pytest.raises(NodeInputError, match=r"T2VControlNetLoader: input 'controlnet_name'.*no ControlNet named"):
+        T2VControlNetLoader().load("missing")
+    assert load_controlnet("builtin:tiny-controlnet") is load_controlnet("builtin:tiny-controlnet")
