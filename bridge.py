@@ -94,6 +94,18 @@ def controlnet_roots() -> list[Path]:
     return [_headless_folder("models") / CONTROLNET_FOLDER]
 
 
+MOTION_ADAPTER_FOLDER = "animatediff_models"
+"""AnimateDiff-Evolved's folder name for motion modules, so both packs share one folder."""
+
+
+def motion_adapter_roots() -> list[Path]:
+    """Folders that hold motion adapters: ComfyUI's `models/animatediff_models` (headless:
+    `<data>/models/animatediff_models`)."""
+    if IN_COMFYUI:
+        return [Path(p) for p in _folder_paths.get_folder_paths(MOTION_ADAPTER_FOLDER)]
+    return [_headless_folder("models") / MOTION_ADAPTER_FOLDER]
+
+
 def builtin_cache_dir() -> Path:
     """Writable cache for the built-in tiny models, inside the pack's models folder."""
     return model_roots()[0][1] / ".builtin"
@@ -125,6 +137,8 @@ def _register_comfyui_folders() -> None:  # pragma: no cover - ComfyUI only
     the built-in models are cached in the first one, ComfyUI's own writable models folder."""
     _folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(_folder_paths.models_dir, MODEL_FOLDER),
                                         is_default=True)
+    _folder_paths.add_model_folder_path(MOTION_ADAPTER_FOLDER,  # shared with AnimateDiff-Evolved, which may add it too
+                                        os.path.join(_folder_paths.models_dir, MOTION_ADAPTER_FOLDER))
 
 
 if IN_COMFYUI:  # pragma: no cover
@@ -139,9 +153,11 @@ def add_json_route(path: str, handler) -> None:
     import asyncio
 
     from aiohttp import web
-    from server import PromptServer
 
-    if getattr(PromptServer, "instance", None) is None:  # ComfyUI's modules without its server (its unit tests)
+    # ComfyUI's modules without its server (its unit tests, scripts): `server` is not imported, or has no
+    # instance. Importing it here could fail in such a script (its `utils` package shadowed), so it is not.
+    PromptServer = getattr(sys.modules.get("server"), "PromptServer", None)
+    if getattr(PromptServer, "instance", None) is None:
         return
 
     async def respond(request):
@@ -344,6 +360,51 @@ def core_model_with_attn1_patch(model, patch):
     patched = model.clone()
     patched.set_model_attn1_patch(patch)
     return patched
+
+
+CALC_COND_BATCH_WRAPPER = "calc_cond_batch"
+"""ComfyUI's `comfy.patcher_extension.WrappersMP.CALC_COND_BATCH`: wraps each batch of model calls of a step."""
+
+
+def core_model_with_controlnet_attn1_hook(model, make_hook):
+    """`model` (a clone) with `make_hook(frames)` installed as a forward pre-hook on the self-attention of every
+    core ControlNet its conditionings carry, for each batch of model calls and removed right after.
+
+    Core ControlNets run their blocks without the model's patches (no `transformer_options` reach them), so a
+    `calc_cond_batch` wrapper on this model installs the hook instead; `frames` is the latent batch, of which
+    each guidance branch is one copy. Nothing stays installed, and other models using the same ControlNet
+    never see the hook.
+    """
+    def with_hooked_controlnets(executor, base_model, conds, x_in, timestep, model_options):
+        hook = make_hook(x_in.shape[0])
+        handles = [attention.register_forward_pre_hook(hook, with_kwargs=True)
+                   for attention in _controlnet_self_attentions(conds)]
+        try:
+            return executor(base_model, conds, x_in, timestep, model_options)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    model.add_wrapper_with_key(CALC_COND_BATCH_WRAPPER, "comfyui-text2video.cross-frame-controlnet",
+                               with_hooked_controlnets)
+    return model
+
+
+def _controlnet_self_attentions(conds) -> list[torch.nn.Module]:
+    """The transformer blocks' self-attention modules of every ControlNet in `conds` (chained ones too)."""
+    control_models, seen = [], set()
+    for cond_list in conds:
+        for cond in cond_list or []:
+            control = cond.get("control")
+            while control is not None and id(control) not in seen:
+                seen.add(id(control))
+                module = getattr(control, "control_model", None)
+                if isinstance(module, torch.nn.Module) and all(module is not m for m in control_models):
+                    control_models.append(module)
+                control = getattr(control, "previous_controlnet", None)
+    return [block.attn1 for module in control_models for block in module.modules()
+            if type(block).__name__ == "BasicTransformerBlock" and isinstance(getattr(block, "attn1", None),
+                                                                              torch.nn.Module)]
 
 
 def core_sampler_choices() -> tuple[list[str], list[str]]:

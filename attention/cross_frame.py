@@ -133,6 +133,22 @@ class CrossFrameAttn1Patch:
         return n, anchored_context, anchored_value
 
 
+def anchored_self_attention_hook(frames_per_group: int):
+    """Cross-frame attention as a forward pre-hook (`register_forward_pre_hook(..., with_kwargs=True)`) on a
+    ComfyUI self-attention called as `attn(x, context=None, value=None, ...)`, for modules no patch reaches
+    (a core ControlNet's): keys and values come from each frame's anchor, groups of `frames_per_group`."""
+
+    def hook(_module, args, kwargs):
+        if kwargs.get("context") is not None:  # keys from another source: not a self-attention
+            return None
+        anchored = {"context": anchor_of_each_frame(args[0], frames_per_group)}
+        if kwargs.get("value") is not None:
+            anchored["value"] = anchor_of_each_frame(kwargs["value"], frames_per_group)
+        return args, {**kwargs, **anchored}
+
+    return hook
+
+
 def _attention(
     attn: Attention, query_source: torch.Tensor, key_value_source: torch.Tensor, attention_mask: torch.Tensor | None
 ) -> torch.Tensor:

@@ -11,6 +11,7 @@ the modules of those handles.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 import tempfile
@@ -28,6 +29,8 @@ TEXT2VIDEO_MODEL = "benchmark-modelscope"
 """A ModelScope/zeroscope-layout 3D UNet (`model_name` in the benchmark's models folder)."""
 IMAGE_MODEL = "benchmark-sd15"
 """A Stable Diffusion 1.5-layout 2D UNet, for Text2Video-Zero."""
+INSTRUCT_PIX2PIX_MODEL = "benchmark-ip2p"
+"""The same layout with InstructPix2Pix's 8 input channels, for Video InstructPix2Pix."""
 
 PROMPT = "a red panda eating bamboo in the rain, cinematic"
 NEGATIVE_PROMPT = "blurry, low quality, watermark"
@@ -54,29 +57,30 @@ def _unet3d(text_width: int) -> torch.nn.Module:
         cross_attention_dim=text_width, attention_head_dim=ATTENTION_HEADS, norm_num_groups=32)
 
 
-def _unet2d(text_width: int) -> torch.nn.Module:
+def _unet2d(text_width: int, in_channels: int = 4) -> torch.nn.Module:
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=UNET_WIDTHS,
+        sample_size=64, in_channels=in_channels, out_channels=4, layers_per_block=2, block_out_channels=UNET_WIDTHS,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
         cross_attention_dim=text_width, attention_head_dim=ATTENTION_HEADS, norm_num_groups=32)
 
 
-def _vae() -> torch.nn.Module:
+def _vae(scaling_factor: float = 0.18215) -> torch.nn.Module:
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32,
         block_out_channels=VAE_WIDTHS, down_block_types=("DownEncoderBlock2D",) * len(VAE_WIDTHS),
-        up_block_types=("UpDecoderBlock2D",) * len(VAE_WIDTHS), sample_size=256, scaling_factor=0.18215)
+        up_block_types=("UpDecoderBlock2D",) * len(VAE_WIDTHS), sample_size=256, scaling_factor=scaling_factor)
 
 
-def _text_encoder(tokenizer, width: int) -> torch.nn.Module:
-    from transformers import CLIPTextConfig, CLIPTextModel
+def _text_encoder(tokenizer, width: int, class_name: str = "CLIPTextModel") -> torch.nn.Module:
+    import transformers
+    from transformers import CLIPTextConfig
 
-    return CLIPTextModel(CLIPTextConfig(
+    return getattr(transformers, class_name)(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=width, intermediate_size=4 * width, num_hidden_layers=4,
         num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length, projection_dim=width,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -95,6 +99,8 @@ class Recipe:
 RECIPES = {
     TEXT2VIDEO_MODEL: Recipe("TextToVideoSDPipeline", "UNet3DConditionModel", _unet3d, 256, "DDIMScheduler"),
     IMAGE_MODEL: Recipe("StableDiffusionPipeline", "UNet2DConditionModel", _unet2d, 192, "PNDMScheduler"),
+    INSTRUCT_PIX2PIX_MODEL: Recipe("StableDiffusionInstructPix2PixPipeline", "UNet2DConditionModel",
+                                   functools.partial(_unet2d, in_channels=8), 192, "EulerAncestralDiscreteScheduler"),
 }
 
 
@@ -106,10 +112,10 @@ def _randomize_zero_weights(model: torch.nn.Module) -> None:
             parameter.data.normal_(0.0, 0.5 / parameter[0].numel() ** 0.5)
 
 
-def _copy_builtin_tokenizer(target: Path) -> None:
-    """The built-in tiny models' CLIP tokenizer (a character-level BPE tokenizer, 77 tokens)."""
+def _copy_builtin_tokenizer(target: Path, builtin: str = "tiny-text2video", component: str = "tokenizer") -> None:
+    """A built-in tiny model's CLIP tokenizer (character-level BPE, 77 tokens; SDXL's second one pads with "!")."""
     with tempfile.TemporaryDirectory() as cache:
-        shutil.copytree(ensure_builtin("tiny-text2video", Path(cache)) / "tokenizer", target)
+        shutil.copytree(ensure_builtin(builtin, Path(cache)) / component, target)
 
 
 def save_model(name: str, data_dir: Path) -> str:

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 from .. import bridge
 from ..media import video_io
-from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
+from .exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from .runner import execute
 from .workflow import InvalidWorkflow, Override, PreparedWorkflow, WorkflowError, prepare_workflow, unwrap_value
 from .workflow_file import read_workflow_file

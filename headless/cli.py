@@ -12,14 +12,11 @@ from pathlib import Path
 from typing import Mapping
 
 from .. import bridge
+from .exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from .runner import NodeExecutionError, run_workflow
 from .workflow import InvalidWorkflow, Override, WorkflowError, input_specs
 from .workflow_file import read_workflow_file
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INVALID = 2
-EXIT_INTERRUPTED = 130
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 

@@ -3,13 +3,15 @@
 `builtin:tiny-text2video` has a ModelScope/zeroscope-style 3D UNet, `builtin:tiny-sd15` a Stable
 Diffusion 1.5-style 2D UNet (for Text2Video-Zero), `builtin:tiny-sdxl` an SDXL-style one (two text
 encoders, pooled text embedding and time ids), `builtin:tiny-ip2p` an InstructPix2Pix-style one (8 input
-channels). They have random weights, built deterministically on first use: their videos are noise; they
-exist so that workflows and the parity tests run anywhere in seconds.
+channels), `builtin:tiny-svd` a Stable Video Diffusion-style one (spatio-temporal UNet, CLIP image encoder,
+temporal-decoder VAE, v-prediction Euler with Karras sigmas), `builtin:tiny-i2vgen-xl` an I2VGen-XL-style one (3D
+UNet, CLIP text and image encoders). They have random weights, built deterministically on first use: their
+videos are noise; they exist so that workflows and the parity tests run anywhere in seconds.
 
 `builtin:micro-text2video` (3D UNet) and `builtin:micro-sd` (2D UNet, for Text2Video-Zero) are trained on
 the micro world of `tools/microworld.py` (coloured shapes moving left/right/up/down, 64x64) by
 `tools/train_micro.py`; their weights ship with the pack in `models/micro/` and share one VAE and one
-text encoder. They make videos a person recognises, and the quality tests measure them.
+text encoder. They draw the prompt's object, and the quality tests measure them.
 
 Every built-in is assembled on first use into an ordinary diffusers folder in a writable cache
 (safetensors weights; the tokenizer as `vocab.json` + `merges.txt` so every transformers version reads
@@ -69,6 +71,29 @@ def _unet_sdxl():
         projection_class_embeddings_input_dim=6 * 8 + TEXT_WIDTH)
 
 
+def _unet_i2vgen():
+    from diffusers import I2VGenXLUNet
+
+    return I2VGenXLUNet(
+        sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        cross_attention_dim=TEXT_WIDTH, attention_head_dim=8, norm_num_groups=8)
+
+
+def _unet_svd():
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    return UNetSpatioTemporalConditionModel(
+        sample_size=8, in_channels=8, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"), cross_attention_dim=TEXT_WIDTH,
+        num_attention_heads=4, addition_time_embed_dim=8, projection_class_embeddings_input_dim=3 * 8, num_frames=14)
+
+
+def _vae_temporal(scaling_factor: float):
+    return _vae(scaling_factor, temporal=True)
+
+
 MICRO_DIR = Path(__file__).resolve().parent / "micro"
 """The trained micro models' weights: `vae/`, `text_encoder/`, `tokenizer/`, `unet3d/`, `unet2d/`."""
 
@@ -86,6 +111,14 @@ BUILTINS = {
     "tiny-ip2p": {"pipeline": "StableDiffusionInstructPix2PixPipeline",
                   "unet": ("UNet2DConditionModel", functools.partial(_unet2d, 8)),
                   "scheduler": "EulerAncestralDiscreteScheduler"},
+    "tiny-svd": {"pipeline": "StableVideoDiffusionPipeline", "unet": ("UNetSpatioTemporalConditionModel", _unet_svd),
+                 "scheduler": "EulerDiscreteScheduler", "text": (), "image_encoder": True,
+                 "vae": ("AutoencoderKLTemporalDecoder", _vae_temporal),
+                 "scheduler_extra": {"prediction_type": "v_prediction", "timestep_type": "continuous",
+                                     "use_karras_sigmas": True, "sigma_min": 0.002, "sigma_max": 700.0,
+                                     "interpolation_type": "linear", "timestep_spacing": "leading"}},
+    "tiny-i2vgen-xl": {"pipeline": "I2VGenXLPipeline", "unet": ("I2VGenXLUNet", _unet_i2vgen),
+                       "scheduler": "DDIMScheduler", "image_encoder": True},
     "micro-text2video": {"pipeline": "TextToVideoSDPipeline", "unet": ("UNet3DConditionModel", "unet3d"),
                          "scheduler": "DDIMScheduler"},
     "micro-sd": {"pipeline": "StableDiffusionPipeline", "unet": ("UNet2DConditionModel", "unet2d"),
@@ -155,15 +188,41 @@ def _text_encoder(class_name: str, vocab_size: int):
         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1))
 
 
-def _vae(scaling_factor: float):
-    from diffusers import AutoencoderKL
+def _vae(scaling_factor: float, temporal: bool = False):
+    from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder
 
     blocks = 4  # the real 8x spatial scale
+    if temporal:  # its decoder's group norms have 32 groups
+        return AutoencoderKLTemporalDecoder(
+            scaling_factor=scaling_factor, in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+            sample_size=64, block_out_channels=(32,) * blocks, down_block_types=("DownEncoderBlock2D",) * blocks)
     return AutoencoderKL(
         scaling_factor=scaling_factor, in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
         norm_num_groups=8, sample_size=64,
         block_out_channels=(16, 16, 32, 32), down_block_types=("DownEncoderBlock2D",) * blocks,
         up_block_types=("UpDecoderBlock2D",) * blocks)
+
+
+IMAGE_SIZE = 224  # the reference resizes the image to 224x224 for CLIP, whatever the encoder's size
+
+
+def _image_encoder():
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    return CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=TEXT_WIDTH, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        image_size=IMAGE_SIZE, patch_size=32, projection_dim=TEXT_WIDTH))
+
+
+def _write_image_processor(folder: Path) -> None:
+    """CLIP's image processor settings (its mean and standard deviation are what the pack reads)."""
+    folder.mkdir(parents=True)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "crop_size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        "size": {"shortest_edge": IMAGE_SIZE}, "do_center_crop": True, "do_convert_rgb": True, "do_normalize": True,
+        "do_rescale": True, "do_resize": True, "resample": 3, "rescale_factor": 1 / 255,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]},
+        indent=1))
 
 
 def _activate_zero_layers(model: torch.nn.Module) -> None:
@@ -189,10 +248,12 @@ def _build(name: str, folder: Path) -> None:
     unet_class, make_unet = recipe["unet"]
     text = recipe.get("text", _CLIP)
     index = {"_class_name": recipe["pipeline"], "unet": ["diffusers", unet_class]}
+    vae_class, make_vae = recipe.get("vae", ("AutoencoderKL", _vae))
     if isinstance(make_unet, str):  # a trained micro model: its shipped weights
         for component, part in {**{part: part for part in MICRO_SHARED}, "unet": make_unet}.items():
             shutil.copytree(MICRO_DIR / part, folder / component)
-        index.update({"tokenizer": ["transformers", "CLIPTokenizer"], "text_encoder": ["transformers", "CLIPTextModel"]})
+        index.update({"tokenizer": ["transformers", "CLIPTokenizer"],
+                      "text_encoder": ["transformers", "CLIPTextModel"]})
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RECIPE_VERSION)
@@ -201,14 +262,19 @@ def _build(name: str, folder: Path) -> None:
                 vocab_size = write_tokenizer(folder / tokenizer, pad_token=pad_token)
                 components.append((encoder, _text_encoder(encoder_class, vocab_size)))
                 index.update({tokenizer: ["transformers", "CLIPTokenizer"], encoder: ["transformers", encoder_class]})
-            components.append(("vae", _vae(recipe.get("vae_scaling_factor", 0.18215))))
+            components.append(("vae", make_vae(recipe.get("vae_scaling_factor", 0.18215))))
+            if recipe.get("image_encoder"):
+                components.append(("image_encoder", _image_encoder()))
+                _write_image_processor(folder / "feature_extractor")
+                index.update({"image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+                              "feature_extractor": ["transformers", "CLIPImageProcessor"]})
             for component, model in components:
                 _activate_zero_layers(model)
                 model.save_pretrained(folder / component, safe_serialization=True)
     (folder / "scheduler").mkdir()
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(
         {"_class_name": recipe["scheduler"], **_SCHEDULER, **recipe.get("scheduler_extra", {})}, indent=1))
-    index.update({"vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", recipe["scheduler"]]})
+    index.update({"vae": ["diffusers", vae_class], "scheduler": ["diffusers", recipe["scheduler"]]})
     (folder / "model_index.json").write_text(json.dumps(index, indent=1))
 
 
@@ -216,16 +282,22 @@ def ensure_builtin(name: str, cache_dir: Path) -> Path:
     """The folder of built-in model `name` (without prefix), building it on first use."""
     unet_source = BUILTINS[name]["unet"][1]
     version = _micro_digest(unet_source) if isinstance(unet_source, str) else f"v{RECIPE_VERSION}"
+    return build_once(cache_dir, name, "model_index.json", lambda staging: _build(name, staging), version)
+
+
+def build_once(cache_dir: Path, name: str, marker: str, build, version: str = f"v{RECIPE_VERSION}") -> Path:
+    """`cache_dir/<name>-<version>`, made by `build(staging folder)` unless it exists (has `marker`): built aside
+    and renamed into place, so a crash or a concurrent build never leaves a half-written folder."""
     folder = cache_dir / f"{name}-{version}"
-    if (folder / "model_index.json").is_file():
+    if (folder / marker).is_file():
         return folder
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir))
     try:
-        _build(name, staging)
+        build(staging)
         os.replace(staging, folder)
     except OSError:
-        if not (folder / "model_index.json").is_file():  # not built concurrently by another process
+        if not (folder / marker).is_file():  # not built concurrently by another process
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -14,7 +14,7 @@ from .families.sd import STABLE_DIFFUSION
 if TYPE_CHECKING:
     from ..bridge import ManagedModule
     from ..samplers.context_windows import ContextOptions
-    from .vae_ops import VaeTiling
+    from ..samplers.free_init import FreeInitOptions
 
 
 class ModelPatch(Protocol):
@@ -53,6 +53,7 @@ class ModelHandle(_Managed):
     patches: tuple[ModelPatch, ...] = ()
     managed: ManagedModule | None = None  # the UNet under the host's memory management (None: built by hand)
     context_windows: ContextOptions | None = None  # every model call runs on windows of frames (T2VContextWindows)
+    free_init: FreeInitOptions | None = None  # sampling from noise repeats with FreeInit's re-initialisation
 
     @property
     def cross_attention_dim(self) -> int:
@@ -71,6 +72,9 @@ class ModelHandle(_Managed):
 
     def with_context_windows(self, options: ContextOptions) -> "ModelHandle":
         return dataclasses.replace(self, context_windows=options)
+
+    def with_free_init(self, options: FreeInitOptions) -> "ModelHandle":
+        return dataclasses.replace(self, free_init=options)
 
     @contextlib.contextmanager
     def patched(self, frames_per_group: int, also: tuple[torch.nn.Module, ...] = ()):
@@ -118,6 +122,15 @@ class ClipHandle(_Managed):
 
 
 @dataclasses.dataclass(frozen=True)
+class VaeTiling:
+    """Frames larger than `size` pixels go through the VAE in tiles of `size` that overlap by `overlap` pixels,
+    blended linearly across the overlap (diffusers' VAE tiling)."""
+
+    size: int
+    overlap: int
+
+
+@dataclasses.dataclass(frozen=True)
 class VaeHandle(_Managed):
     """`T2V_VAE`: an `AutoencoderKL` and its latent scaling."""
 
@@ -126,6 +139,7 @@ class VaeHandle(_Managed):
     device: torch.device
     managed: ManagedModule | None = None  # the VAE under the host's memory management
     tiling: VaeTiling | None = None  # decode and encode large frames in blended tiles (T2VVAETiling)
+    temporal: bool = False  # a temporal decoder (SVD's): the frames of one decode call are decoded together
 
     def with_tiling(self, tiling: VaeTiling) -> "VaeHandle":
         return dataclasses.replace(self, tiling=tiling)

@@ -258,13 +258,13 @@ _cache = _ModelCache()
 
 
 def _read_info(folder: Path) -> _ModelInfo:
-    from transformers import CLIPTokenizer
+    import transformers
 
     family = _check_components(folder)
     tokenizers = []
     for slot in family.text_encoders:
         try:
-            tokenizers.append(CLIPTokenizer.from_pretrained(folder / slot.tokenizer))
+            tokenizers.append(getattr(transformers, slot.processor_class).from_pretrained(folder / slot.tokenizer))
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"{folder.name}: cannot load its {slot.tokenizer}: {exc}") from exc
     scheduler_config = dict(_read_json(folder / "scheduler" / "scheduler_config.json"))
@@ -279,7 +279,7 @@ def _load_part(component: str, folder: Path, family: ModelFamily, dtype: torch.d
     if component == "unet":
         module = _load_component(getattr(diffusers, family.unet_class), folder / "unet", dtype, "torch_dtype")
     elif component == "vae":
-        module = _load_component(diffusers.AutoencoderKL, folder / "vae", dtype, "torch_dtype")
+        module = _load_component(getattr(diffusers, family.vae_class), folder / "vae", dtype, "torch_dtype")
     else:
         slot = next(slot for slot in family.text_encoders if slot.encoder == component)
         module = _load_component(getattr(transformers, slot.encoder_class), folder / component, dtype,
@@ -308,7 +308,7 @@ def load_model(name: str, dtype_choice: str = "auto") -> tuple[ModelHandle, Clip
     _cache.store(key, info, components)
     unet, vae = components["unet"], components["vae"]
     text = [components[slot.encoder] for slot in info.family.text_encoders]
-    vae_handle = VaeHandle(name, vae.module, vae.device, managed=vae)
+    vae_handle = VaeHandle(name, vae.module, vae.device, managed=vae, temporal=info.family.temporal_vae)
     more = tuple(TextEncoder(tokenizer, encoder.module, encoder) for tokenizer, encoder in
                  zip(info.tokenizers[1:], text[1:]))
     return (ModelHandle(name, unet.module, info.family, info.scheduler_config, unet.module.dtype, unet.device,

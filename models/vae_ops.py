@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from typing import Iterator
 
@@ -12,15 +11,6 @@ import torch
 from .handles import VaeHandle
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class VaeTiling:
-    """Frames larger than `size` pixels go through the VAE in tiles of `size` that overlap by `overlap` pixels,
-    blended linearly across the overlap (diffusers' VAE tiling)."""
-
-    size: int
-    overlap: int
 
 
 _TILING_ATTRIBUTES = ("use_tiling", "tile_sample_min_size", "tile_latent_min_size", "tile_overlap_factor")
@@ -65,9 +55,11 @@ def _float32(vae: torch.nn.Module):
         vae.to(dtype)
 
 
-def _decode_chunk(vae: torch.nn.Module, latents: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _decode_chunk(handle: VaeHandle, latents: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """One chunk of frames through the decoder (a temporal decoder is told they are `num_frames` frames of a clip)."""
+    frames = {"num_frames": latents.shape[0]} if handle.temporal else {}
     with torch.no_grad():
-        return vae.decode(latents.to(dtype), return_dict=False)[0].float()
+        return handle.vae.decode(latents.to(dtype), return_dict=False, **frames)[0].float()
 
 
 def decode_frames(handle: VaeHandle, latents: torch.Tensor, frames_per_batch: int, on_chunk=None,
@@ -86,12 +78,12 @@ def decode_frames(handle: VaeHandle, latents: torch.Tensor, frames_per_batch: in
     frames = []
     with _float32(vae) if upcast else contextlib.nullcontext(), _tiled(handle):
         for part in _chunks(latents.shape[0], frames_per_batch):
-            pixels = _decode_chunk(vae, latents[part], vae.dtype)
+            pixels = _decode_chunk(handle, latents[part], vae.dtype)
             if torch.isnan(pixels).any() and vae.dtype != torch.float32:
                 log.warning("T2VVAEDecode: %s decode produced NaNs (black frames); decoding again in float32",
                             vae.dtype)
                 with _float32(vae):
-                    pixels = _decode_chunk(vae, latents[part], torch.float32)
+                    pixels = _decode_chunk(handle, latents[part], torch.float32)
             frames.append((pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).to(output_device or latents.device))
             if on_chunk is not None:
                 on_chunk(part.stop, latents.shape[0])

@@ -3,7 +3,8 @@
 from importlib import import_module
 
 _AREAS = ["loaders", "conditioning", "latent", "sampling", "vae", "video2video", "video", "text2video_zero",
-          "core_model", "long_video", "memory", "controlnet", "instruct_pix2pix"]
+          "core_model", "long_video", "memory", "controlnet", "instruct_pix2pix", "svd", "animatediff",
+          "i2vgen_xl"]
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}

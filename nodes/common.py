@@ -13,6 +13,8 @@ from ..attention.feed_forward import FeedForwardChunking
 from ..errors import NodeInputError, NodeOutOfMemory
 from ..models.families.base import CONTROL_KEY
 from ..models.handles import ModelHandle, VaeHandle
+from ..samplers.free_init import renoise_problem
+from ..samplers.text2video import scheduled
 
 MAX_RESOLUTION = 8192
 MAX_FRAMES = 4096
@@ -81,14 +83,14 @@ def check_conditioning(node: str, input_name: str, conditioning, model: ModelHan
     if not conditioning:
         raise NodeInputError(node, input_name, "the conditioning is empty; connect a T2VTextEncode output")
     for embeds, meta in conditioning:
+        problem = model.family.conditioning_problem(meta)
+        if problem:
+            raise NodeInputError(node, input_name, problem)
         if embeds.shape[-1] != model.cross_attention_dim:
             raise NodeInputError(
                 node, input_name,
                 f"the conditioning is {embeds.shape[-1]} wide but the model '{model.name}' expects "
                 f"{model.cross_attention_dim}; encode the text with the T2V_CLIP loaded with this model")
-        problem = model.family.conditioning_problem(meta)
-        if problem:
-            raise NodeInputError(node, input_name, problem)
         for spec in meta.get(CONTROL_KEY, ()):
             check_controlnet_fits(node, input_name, spec.controlnet, model)
 
@@ -122,6 +124,39 @@ def check_control_frames(node: str, conditioning, frames: int, model: ModelHandl
                 raise NodeInputError(node, "latent", f"the ControlNet '{spec.controlnet.name}' has {count} control "
                                                      f"frames but the video has {frames}; give one control frame "
                                                      "per video frame, or one for all")
+
+
+def check_frame_limit(node: str, input_name: str, frames: int, model: ModelHandle) -> None:
+    """Refuse more frames than one model call takes (AnimateDiff's motion modules), unless context windows cut the
+    video into windows the model can take."""
+    limit = model.family.frame_limit(model.unet.config)
+    if limit is None or frames <= limit:
+        return
+    if model.context_windows is None:
+        raise NodeInputError(node, input_name, f"{frames} frames are more than the {limit} that '{model.name}' takes "
+                                               f"at once (its motion module's limit); put T2VContextWindows with a "
+                                               f"context_length of at most {limit} (16 is usual) on the model, or "
+                                               f"make {limit} frames or fewer")
+    if model.context_windows.length > limit:
+        raise NodeInputError(node, "model", f"T2VContextWindows' context_length {model.context_windows.length} is "
+                                            f"more than the {limit} frames '{model.name}' takes at once; lower it to "
+                                            f"{limit} or less")
+
+
+def check_free_init(node: str, model: ModelHandle, plan) -> None:
+    """Refuse FreeInit (T2VFreeInit) for runs it cannot repeat: partial ones (`plan`, a `SamplingPlan`), or
+    schedules that cannot re-noise to the last training step."""
+    if model.free_init is None:
+        return
+    whole_run = plan.first_step == 0 and plan.last_step == plan.steps and plan.add_noise \
+        and not plan.noise_input_at_start
+    if not whole_run:
+        raise NodeInputError(node, "model", "the model has T2VFreeInit, which repeats whole runs from noise; it cannot "
+                                            "run with denoise < 1, start/end steps, add_noise off or video-to-video: "
+                                            "use the model from before T2VFreeInit here")
+    problem = renoise_problem(scheduled(plan, model.scheduler_config, torch.device("cpu")))
+    if problem:
+        raise NodeInputError(node, "sampler_name", f"T2VFreeInit: {problem}")
 
 
 def conditioning_on(conditioning, device: torch.device) -> list:

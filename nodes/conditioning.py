@@ -5,6 +5,7 @@ from __future__ import annotations
 import weakref
 from collections import OrderedDict
 
+from ..errors import NodeInputError
 from ..models.text_encoding import encode_text, to_conditioning
 
 PROMPTS_KEPT = 16
@@ -40,6 +41,10 @@ class T2VTextEncode:
         }}
 
     def encode(self, clip, text):
+        if not clip.family.encodes_text:
+            raise NodeInputError("T2VTextEncode", "clip", f"'{clip.name}' is a {clip.family.description} model: its "
+                                 "T2V_CLIP is a CLIP image encoder, not a text encoder; connect it to "
+                                 "T2VSVDConditioning with the image to animate")
         return (to_conditioning(*encoded_prompt(clip, text)),)
 
 

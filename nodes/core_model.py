@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from .. import bridge
-from ..attention.cross_frame import CrossFrameAttn1Patch
+from ..attention.cross_frame import CrossFrameAttn1Patch, anchored_self_attention_hook
 from ..errors import NodeInputError
 from ..samplers.text2video import randn, seeded_generator
 from ..samplers.text2video_zero import moved_copies, renoise_sigma, split_steps
@@ -34,8 +34,9 @@ def check_core_model(node: str, model) -> None:
 class T2VCrossFrameAttentionModel:
     DESCRIPTION = ("Text2Video-Zero's cross-frame attention on a ComfyUI model (SD 1.x/2.x/SDXL checkpoints, with "
                    "LoRAs applied before or after): in every self-attention the frames of the latent batch attend "
-                   "to the batch's first frame, separately for each guidance branch (cond, uncond). Returns a patched "
-                   "copy; the input model is unchanged.")
+                   "to the batch's first frame, separately for each guidance branch (cond, uncond), also in the "
+                   "self-attention of core ControlNets applied to its conditionings. Returns a patched copy; the "
+                   "input model and the ControlNets are unchanged.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "patch"
@@ -47,7 +48,8 @@ class T2VCrossFrameAttentionModel:
 
     def patch(self, model):
         check_core_model("T2VCrossFrameAttentionModel", model)
-        return (bridge.core_model_with_attn1_patch(model, CrossFrameAttn1Patch()),)
+        patched = bridge.core_model_with_attn1_patch(model, CrossFrameAttn1Patch())
+        return (bridge.core_model_with_controlnet_attn1_hook(patched, anchored_self_attention_hook),)
 
 
 @dataclasses.dataclass(frozen=True)

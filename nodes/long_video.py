@@ -59,6 +59,9 @@ class T2VContextWindows:
             raise NodeInputError(CONTEXT_WINDOWS, "model", f"'{model.name}' is a {model.family.description} image "
                                  "model; context windows are for text-to-video (3D UNet) models. Text2Video-Zero "
                                  "keeps memory flat with its chunk_size input instead")
+        if not model.family.context_windows:
+            raise NodeInputError(CONTEXT_WINDOWS, "model", f"'{model.name}' is a {model.family.description} model; "
+                                 "context windows do not run it (sample its frames in one piece)")
         problem = options.problem()
         if problem:
             raise NodeInputError(CONTEXT_WINDOWS, *problem)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..attention.feed_forward import FeedForwardChunking
 from ..errors import NodeInputError
-from ..models.vae_ops import VaeTiling
+from ..models.handles import VaeTiling
 from .common import MAX_RESOLUTION
 
 FEED_FORWARD = "T2VFeedForwardChunking"
@@ -55,6 +55,9 @@ class T2VVAETiling:
         }}
 
     def patch(self, vae, tile_size, tile_overlap):
+        if vae.temporal:
+            raise NodeInputError(VAE_TILING, "vae", f"'{vae.name}' has a temporal decoder, which does not work in "
+                                 "tiles; lower T2VVAEDecode's frames_per_batch to save memory instead")
         if tile_size % vae.spatial_scale:
             raise NodeInputError(VAE_TILING, "tile_size", f"{tile_size} is not a multiple of the VAE's scale "
                                                           f"{vae.spatial_scale}")

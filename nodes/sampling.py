@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ..errors import NodeInputError
-from ..samplers.schedulers import SAMPLER_NAMES, SAMPLERS, SCHEDULER_NAMES, karras_problem
+from ..samplers.schedulers import SAMPLER_NAMES, SAMPLERS, SCHEDULER_NAMES, karras_problem, timestep_problem
 from ..samplers.text2video import FRAME_NOISE, RESUME_KEY, SamplingPlan, sample_model, seeded_generator
-from .common import (MAX_SEED, StepProgress, check_control_frames, check_latent_channels, check_widget_values,
-                     explain_out_of_memory, guidance_conditioning, sampling_memory_options, validation_verdict,
-                     video_latents)
+from .common import (MAX_SEED, StepProgress, check_control_frames, check_frame_limit, check_free_init,
+                     check_latent_channels, check_widget_values, explain_out_of_memory, guidance_conditioning,
+                     sampling_memory_options, validation_verdict, video_latents)
 
 NODE = "T2VSampler"
 MAX_STEPS = 10000
@@ -29,10 +29,14 @@ def sampler_inputs() -> dict:
     }
 
 
-def check_sampler_choice(node: str, sampler_name: str, scheduler: str, partial: bool) -> None:
+def check_sampler_choice(node: str, sampler_name: str, scheduler: str, partial: bool,
+                         scheduler_config: dict | None = None) -> None:
     problem = karras_problem(sampler_name, scheduler)
     if problem:
         raise NodeInputError(node, "scheduler", problem)
+    problem = timestep_problem(sampler_name, scheduler_config or {})
+    if problem:
+        raise NodeInputError(node, "sampler_name", problem)
     if partial and SAMPLERS[sampler_name].full_schedule_only:
         raise NodeInputError(node, "sampler_name", f"'{sampler_name}' can only run a whole schedule (its warm-up "
                              "cannot start mid-way); use another sampler for denoise < 1 or start/end steps")
@@ -102,11 +106,14 @@ class T2VSampler:
             raise NodeInputError(NODE, "frame_noise", f"'{frame_noise}' is for image models sampling frames as a "
                                  f"batch; '{model.name}' is a {model.family.description} model: use per_video")
         check_sampler_choice(NODE, sampler_name, scheduler,
-                             partial=plan.first_step > 0 or plan.last_step < steps)
+                             partial=plan.first_step > 0 or plan.last_step < steps,
+                             scheduler_config=model.scheduler_config)
         check_step_range(start_step, end_step, steps)
         samples = video_latents(NODE, "latent", latent, model.device)
         check_latent_channels(NODE, "latent", samples, model)
         check_control_frames(NODE, positive + negative, samples.shape[2], model)
+        check_frame_limit(NODE, "latent", samples.shape[2], model)
+        check_free_init(NODE, model, plan)
         state = latent.get(RESUME_KEY)
         if state is not None and not add_noise and state.next_step == plan.first_step:
             problem = state.mismatch(plan, samples.shape)

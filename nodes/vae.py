@@ -11,7 +11,9 @@ from .common import StepProgress, explain_out_of_memory, vae_memory_options, vid
 
 FRAMES_PER_BATCH = ("INT", {"default": 8, "min": 0, "max": 4096,
                             "tooltip": "Frames through the VAE at once: fewer use less memory (0 = all at once). "
-                                       "The result does not depend on it."})
+                                       "The result does not depend on it, except with Stable Video Diffusion's "
+                                       "temporal decoder, which decodes each batch of frames together (diffusers' "
+                                       "decode_chunk_size)."})
 
 
 def check_images(node: str, input_name: str, images) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
+from ..models.vae_ops import encode_frames
 from ..samplers.text2video import SamplingPlan, seeded_generator
 from ..samplers.video2video import nearest_multiple, resize_frames, video_to_video
-from .common import (MAX_RESOLUTION, StepProgress, check_widget_values, explain_out_of_memory, guidance_conditioning,
-                     sampling_memory_options, vae_memory_options, validation_verdict)
+from .common import (MAX_RESOLUTION, StepProgress, check_frame_limit, check_free_init, check_widget_values,
+                     explain_out_of_memory, guidance_conditioning, sampling_memory_options, vae_memory_options,
+                     validation_verdict)
 from .sampling import check_sampler_choice, sampler_inputs
 from .vae import FRAMES_PER_BATCH, IMAGES_OR_VIDEO, input_frames
 
@@ -70,8 +73,11 @@ class T2VVideoToVideo:
                width=0, height=0, frames_per_batch=8):
         check_widget_values(T2VVideoToVideo, cfg=cfg, strength=strength)
         plan = SamplingPlan(sampler_name, scheduler, steps, denoise=strength, noise_input_at_start=True)
-        check_sampler_choice(NODE, sampler_name, scheduler, partial=plan.first_step > 0)
+        check_sampler_choice(NODE, sampler_name, scheduler, partial=plan.first_step > 0,
+                             scheduler_config=model.scheduler_config)
         images, _fps = input_frames(NODE, "images", images)
+        check_frame_limit(NODE, "images", images.shape[0], model)
+        check_free_init(NODE, model, plan)
         positive, negative = guidance_conditioning(NODE, positive, negative, cfg, model)
         size = target_size(images, width, height, vae.spatial_scale)
         frames = resize_frames(images.to(vae.device, dtype=images.dtype), *size)
@@ -79,8 +85,12 @@ class T2VVideoToVideo:
                                        sampling_memory_options(model, frames.shape[0])
                                        + vae_memory_options(vae, frames_per_batch))
         with memory, StepProgress(NODE) as progress:
-            latents = video_to_video(model, vae, positive, negative, cfg, frames, plan,
-                                     seeded_generator(seed), frames_per_batch, progress)
+            count, frame_height, frame_width, _ = frames.shape
+            scale = vae.spatial_scale
+            latent_shape = (count, vae.vae.config.latent_channels, frame_height // scale, frame_width // scale)
+            encode = functools.partial(encode_frames, vae, frames, frames_per_batch)
+            latents = video_to_video(model, positive, negative, cfg, encode, latent_shape, plan,
+                                     seeded_generator(seed), progress)
         return ({"samples": latents},)
 
 

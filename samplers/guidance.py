@@ -54,14 +54,16 @@ class Guidance:
     Classifier-free guidance: groups `[negative, positive]` (the reference's order), `u + cfg (c - u)`,
     the negative skipped with `cfg <= 1`. With `image_cfg` (InstructPix2Pix) three groups
     `[positive, negative, negative without image]`, `u + cfg (text - image) + image_cfg (image - u)`,
-    on when `cfg > 1` and `image_cfg >= 1`, as the reference. Several entries of one group have
-    their predictions averaged.
+    on when `cfg > 1` and `image_cfg >= 1`, as the reference. With `min_cfg` (Stable Video Diffusion)
+    the scale ramps linearly over the frames, from `min_cfg` on the first to `cfg` on the last. Several
+    entries of one group have their predictions averaged.
     """
 
     positive: list[Condition]
     negative: list[Condition]
     cfg: float
     image_cfg: float | None = None
+    min_cfg: float | None = None
 
     @property
     def guided(self) -> bool:
@@ -76,12 +78,18 @@ class Guidance:
             return [self.negative, self.positive]
         return [self.positive, self.negative, [entry.without_concat() for entry in self.negative]]
 
+    def scale(self, frames: int, device: torch.device) -> float | torch.Tensor:
+        """The text guidance scale: one number, or with `min_cfg` one per frame shaped `[1, 1, F, 1, 1]`."""
+        if self.min_cfg is None:
+            return self.cfg
+        return torch.linspace(self.min_cfg, self.cfg, frames).to(device).view(1, 1, frames, 1, 1)
+
     def combine(self, predictions: list[torch.Tensor]) -> torch.Tensor:
         if not self.guided:
             return predictions[0]
         if self.image_cfg is None:
             uncond, cond = predictions
-            return uncond + self.cfg * (cond - uncond)
+            return uncond + self.scale(cond.shape[2], cond.device) * (cond - uncond)
         text, image, uncond = predictions
         return uncond + self.cfg * (text - image) + self.image_cfg * (image - uncond)
 
@@ -97,11 +105,14 @@ class GuidedNoisePredictor:
 
     Every entry of every group is one copy of the latents in a single UNet call. A video UNet takes
     the 5-D latents; an image UNet (`video_unet=False`) sees the frames as its batch, frame-major per video.
+    With `context_per_frame` a video UNet takes the text embedding once per frame (AnimateDiff's motion UNet).
     """
 
-    def __init__(self, unet: torch.nn.Module, video_unet: bool, guidance: Guidance, dtype: torch.dtype):
+    def __init__(self, unet: torch.nn.Module, video_unet: bool, guidance: Guidance, dtype: torch.dtype,
+                 context_per_frame: bool = False):
         self.unet = unet
         self.video_unet = video_unet
+        self.context_per_frame = context_per_frame
         self.guidance = guidance
         self.dtype = dtype
         groups = guidance.groups()
@@ -159,7 +170,7 @@ class GuidedNoisePredictor:
         if self.added:
             kwargs["added_cond_kwargs"] = {key: value.repeat_interleave(per_copy, dim=0)
                                            for key, value in self.added.items()}
-        context = self.embeds.repeat_interleave(per_copy, dim=0)
+        context = self.embeds.repeat_interleave(batch * frames if self.context_per_frame else per_copy, dim=0)
         if self.controls:
             kwargs.update(self._control_residuals(unet_input, t, context, kwargs.get("added_cond_kwargs", {}),
                                                   batch, frames))

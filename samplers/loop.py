@@ -46,13 +46,13 @@ class ModelCall:
 
 
 def denoise(predict_noise: NoisePredictor, scheduler, x: torch.Tensor, first: int, last: int, *,
-            generator: torch.Generator, eta: float = 0.0,
+            generator: torch.Generator, eta: float = 0.0, video_steps: bool = False,
             callback: ProgressCallback | None = None) -> tuple[torch.Tensor, ModelCall | None]:
     """Denoise 5-D latents over `scheduler.timesteps[first:last]`.
 
-    The scheduler steps on the `[B*F, C, h, w]` view (where ancestral/SDE noise is drawn);
-    `callback(done, total, latents)` is called after every position. A predictor with an
-    `at_step(position, total)` method is told where in the schedule each call is.
+    The scheduler steps on the `[B*F, C, h, w]` view (where ancestral/SDE noise is drawn), or with `video_steps`
+    on the 5-D latents as they are (AnimateDiff's reference); `callback(done, total, latents)` is called after
+    every position. A predictor with an `at_step(position, total)` method is told where in the schedule each call is.
     """
     kwargs = step_kwargs(scheduler, generator, eta)
     batch = x.shape[0]
@@ -64,8 +64,10 @@ def denoise(predict_noise: NoisePredictor, scheduler, x: torch.Tensor, first: in
             at_step(position, len(scheduler.timesteps))
         noise_pred = predict_noise(scheduler.scale_model_input(x, t), t)
         last_call = ModelCall(position, t, x, noise_pred)
-        stepped = scheduler.step(frames_view(noise_pred), t, frames_view(x), **kwargs).prev_sample
-        x = video_view(stepped, batch)
+        if video_steps:
+            x = scheduler.step(noise_pred, t, x, **kwargs).prev_sample
+        else:
+            x = video_view(scheduler.step(frames_view(noise_pred), t, frames_view(x), **kwargs).prev_sample, batch)
         if callback is not None:
             callback(done, last - first, x)
     return x, last_call

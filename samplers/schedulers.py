@@ -16,6 +16,7 @@ class SamplerSpec:
     overrides: tuple = ()
     sigma_space: bool = False  # k-diffusion style: the sample carries sigma, inputs are scaled
     full_schedule_only: bool = False  # its warm-up cannot start mid-way
+    continuous_timesteps: bool = False  # honours a config's `timestep_type: continuous` (the UNet sees 0.25 log sigma)
 
     @property
     def scheduler_class(self):
@@ -31,7 +32,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "ddpm": SamplerSpec("DDPMScheduler"),
     "pndm": SamplerSpec("PNDMScheduler", full_schedule_only=True),
     "lms": SamplerSpec("LMSDiscreteScheduler", sigma_space=True),
-    "euler": SamplerSpec("EulerDiscreteScheduler", sigma_space=True),
+    "euler": SamplerSpec("EulerDiscreteScheduler", sigma_space=True, continuous_timesteps=True),
     "euler_ancestral": SamplerSpec("EulerAncestralDiscreteScheduler", sigma_space=True),
     "heun": SamplerSpec("HeunDiscreteScheduler", sigma_space=True),
     "dpmpp_2m": SamplerSpec("DPMSolverMultistepScheduler",
@@ -50,6 +51,16 @@ def karras_problem(sampler_name: str, scheduler_name: str) -> str | None:
         with_karras = ", ".join(n for n, s in SAMPLERS.items() if s.has_karras)
         return (f"sampler '{sampler_name}' has no Karras sigmas; use scheduler 'normal' "
                 f"or one of these samplers: {with_karras}")
+    return None
+
+
+def timestep_problem(sampler_name: str, config: dict) -> str | None:
+    """Why this sampler cannot give a checkpoint with this scheduler config the timesteps it was trained on, or None."""
+    if config.get("timestep_type") == "continuous" and not SAMPLERS[sampler_name].continuous_timesteps:
+        able = ", ".join(name for name, spec in SAMPLERS.items() if spec.continuous_timesteps)
+        return (f"the model was trained on continuous timesteps (its scheduler config says timestep_type "
+                f"'continuous', as Stable Video Diffusion), which '{sampler_name}' does not compute; use {able} "
+                f"(with scheduler karras for the checkpoint's own schedule)")
     return None
 
 

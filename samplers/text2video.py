@@ -8,6 +8,7 @@ import dataclasses
 import torch
 
 from .context_windows import windowed
+from .free_init import free_init
 from .guidance import GuidedNoisePredictor
 from .loop import ProgressCallback, clean_estimate, denoise, frames_view, video_view
 from .schedulers import SAMPLERS, build_scheduler, denoise_start_step, step_start
@@ -139,10 +140,12 @@ def scheduled(plan: SamplingPlan, scheduler_config: dict, device: torch.device):
 
 def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: SamplingPlan,
            generator: torch.Generator, resume: SamplerState | None = None,
-           callback: ProgressCallback | None = None) -> tuple[torch.Tensor, SamplerState | None]:
+           callback: ProgressCallback | None = None,
+           video_steps: bool = False) -> tuple[torch.Tensor, SamplerState | None]:
     """Run `plan` on float32 5-D `latents`; return the result and, if stopped early with noise, its state.
 
-    Every random draw comes from `generator`, in the reference's layout and order.
+    Every random draw comes from `generator`, in the reference's layout and order (`video_steps`: the scheduler
+    steps on the 5-D latents, see `loop.denoise`).
     """
     first = plan.first_step
     last = max(plan.last_step, first)
@@ -162,7 +165,7 @@ def sample(predict_noise, scheduler_config: dict, latents: torch.Tensor, plan: S
             if plan.add_noise else latents
     x, last_call = denoise(predict_noise, scheduler, x, step_start(scheduler, first, plan.steps),
                            step_start(scheduler, last, plan.steps), generator=generator, eta=plan.eta,
-                           callback=callback)
+                           video_steps=video_steps, callback=callback)
     if last == plan.steps:
         return x, None
     if not plan.return_with_leftover_noise:
@@ -176,15 +179,16 @@ def sample_model(model, positive, negative, cfg: float, latents: torch.Tensor, p
                  generator: torch.Generator, resume: SamplerState | None = None,
                  callback: ProgressCallback | None = None) -> tuple[torch.Tensor, SamplerState | None]:
     """`sample` with a `ModelHandle`'s UNet, its family's guidance, its context windows and its patches (installed
-    for this call only), on raw latents.
+    for this call only), on raw latents, drawing the noise as the family's reference does.
 
     The input is scaled into the UNet's latent space and the result scaled back; with no step to run the
     input comes back as it is.
     """
     def guided(frames: int, positive, negative):
         shape = (*latents.shape[:2], frames, *latents.shape[3:])
-        return GuidedNoisePredictor(model.unet, model.family.video_unet, model.guidance(positive, negative, cfg, shape),
-                                    model.dtype)
+        return GuidedNoisePredictor(model.family.denoiser(model.unet), model.family.video_unet,
+                                    model.guidance(positive, negative, cfg, shape), model.dtype,
+                                    model.family.context_per_frame)
 
     whole = guided(latents.shape[2], positive, negative)
     if model.context_windows is None:
@@ -193,12 +197,38 @@ def sample_model(model, positive, negative, cfg: float, latents: torch.Tensor, p
         timesteps = scheduled(plan, model.scheduler_config, latents.device).timesteps
         predictor = windowed(guided, (positive, negative), model.context_windows, timesteps, latents.shape[2])
     scaled = model_space(latents, model.latent_scale, resume)
+    if plan.frame_noise == "per_video":  # a video's noise in the layout of the family's reference
+        plan = dataclasses.replace(plan, frame_noise=model.family.video_noise)
+    for shape in model.family.draws_before_noise(tuple(latents.shape), model.spatial_scale):
+        randn(shape, generator, torch.device("cpu"))  # drawn by the conditioning node from the same seed
     controlnets = tuple(control.model for control in whole.controls)
     with model.patched(frames_per_group=latents.shape[2], also=controlnets), torch.no_grad():
-        out, state = sample(predictor, model.scheduler_config, scaled, plan, generator, resume, callback)
+        if model.free_init is None:
+            out, state = sample(predictor, model.scheduler_config, scaled, plan, generator, resume, callback,
+                                model.family.steps_on_video)
+        else:
+            out, state = sample_free_init(predictor, model, scaled, plan, generator, callback), None
     if out is scaled:
         return latents, None
     raw = raw_space(out, model.latent_scale)
     if state is not None:
         state = dataclasses.replace(state, latent_scale=model.latent_scale, returned=raw)
     return raw, state
+
+
+def sample_free_init(predict_noise, model, latents: torch.Tensor, plan: SamplingPlan, generator: torch.Generator,
+                     callback: ProgressCallback | None = None) -> torch.Tensor:
+    """A whole-schedule `plan` from noise, repeated by the model's FreeInit options (see `free_init`): the
+    initial noise drawn as a plain run draws it, the fresh noise of each later pass as `[B, C, F, h, w]`."""
+    def fresh_scheduler():
+        return scheduled(plan, model.scheduler_config, latents.device)
+
+    def run(x: torch.Tensor, iteration: int) -> torch.Tensor:
+        steps = model.free_init.steps(plan.steps, iteration)
+        return sample(predict_noise, model.scheduler_config, x, dataclasses.replace(whole, steps=steps), generator,
+                      None, callback, model.family.steps_on_video)[0]
+
+    whole = dataclasses.replace(plan, add_noise=False)
+    initial = start_latents(fresh_scheduler(), latents, 0, generator, frame_noise=plan.frame_noise)
+    return free_init(run, fresh_scheduler, initial, model.free_init, lambda shape: randn(shape, generator,
+                                                                                        latents.device))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
-from ..models.vae_ops import encode_frames
 from .text2video import SamplingPlan, randn, sample_model
 
 
@@ -22,19 +23,17 @@ def nearest_multiple(value: int, step: int) -> int:
     return max(step, int(round(value / step)) * step)
 
 
-def video_to_video(model, vae, positive, negative, cfg: float, images: torch.Tensor, plan: SamplingPlan,
-                   generator: torch.Generator, frames_per_batch: int, callback=None) -> torch.Tensor:
-    """Raw latents `[1, C, N, h, w]` of `images` (`[N, H, W, 3]`, sizes multiples of the VAE scale) after `plan`.
+def video_to_video(model, positive, negative, cfg: float, encode: Callable[[torch.Tensor], torch.Tensor],
+                   latent_shape: tuple[int, int, int, int], plan: SamplingPlan, generator: torch.Generator,
+                   callback=None) -> torch.Tensor:
+    """Raw latents `[1, C, N, h, w]` of a video after `plan`; `encode(posterior_noise)` gives the video's
+    latents `[N, C, h, w]` (`latent_shape`) as the VAE's posterior sample with that noise.
 
     As the reference: one posterior sample for the whole video, its noise drawn first as
     `[N, C, h, w]` (so encoding in chunks changes nothing), then the img2img noise, then the
     scheduler's own draws. With no step to run, the encoded posterior sample comes back.
     """
-    frames, height, width, _ = images.shape
-    scale = vae.spatial_scale
-    posterior_noise = randn((frames, vae.vae.config.latent_channels, height // scale, width // scale), generator,
-                            vae.device)
-    latents = encode_frames(vae, images, frames_per_batch, posterior_noise)
+    latents = encode(randn(latent_shape, generator, model.device))
     video = latents.permute(1, 0, 2, 3).unsqueeze(0).to(model.device)
     out, _state = sample_model(model, positive, negative, cfg, video, plan, generator, callback=callback)
     return out

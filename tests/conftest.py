@@ -87,3 +87,11 @@ def tiny_ip2p(data_dir):
     from comfyui_text2video.models.loading import load_model
 
     return load_model("builtin:tiny-ip2p", "float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_svd(data_dir):
+    """(model, clip, vae) handles of builtin:tiny-svd, in float32 on the CPU."""
+    from comfyui_text2video.models.loading import load_model
+
+    return load_model("builtin:tiny-svd", "float32")

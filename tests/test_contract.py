@@ -46,6 +46,14 @@ CONTRACT = {
                            ["start_percent", "end_percent"], ("CONDITIONING", "CONDITIONING")),
     "T2VInstructPix2PixConditioning": (["positive", "negative", "vae", "images", "image_cfg"], ["frames_per_batch"],
                                        ("CONDITIONING", "CONDITIONING", "LATENT")),
+    "T2VMotionAdapterLoader": (["adapter_name"], [], ("T2V_MOTION_ADAPTER",)),
+    "T2VApplyMotionAdapter": (["model", "motion_adapter"], [], ("T2V_MODEL",)),
+    "T2VFreeInit": (["model", "iterations", "method", "order", "spatial_stop_frequency", "temporal_stop_frequency"],
+                    ["fast_sampling"], ("T2V_MODEL",)),
+    "T2VI2VGenXLConditioning": (["positive", "negative", "clip", "vae", "image", "width", "height", "frames",
+                                 "target_fps", "seed"], [], ("CONDITIONING", "CONDITIONING", "LATENT")),
+    "T2VSVDConditioning": (["clip", "vae", "image", "width", "height", "frames", "fps", "motion_bucket_id",
+                            "noise_aug_strength", "seed", "min_cfg"], [], ("CONDITIONING", "CONDITIONING", "LATENT")),
 }
 
 

@@ -109,6 +109,14 @@ class FakeModelPatcher:
     def get_model_object(self, name):
         return self.objects[name]
 
+    def add_wrapper_with_key(self, wrapper_type, key, wrapper):
+        wrappers = self.model_options["transformer_options"].setdefault("wrappers", {})
+        wrappers.setdefault(wrapper_type, {}).setdefault(key, []).append(wrapper)
+
+    def calc_cond_batch_wrappers(self):
+        wrappers = self.model_options["transformer_options"].get("wrappers", {})
+        return [w for key_wrappers in wrappers.get(bridge.CALC_COND_BATCH_WRAPPER, {}).values() for w in key_wrappers]
+
     def attn1_patches(self):
         return self.model_options["transformer_options"].get("patches", {}).get("attn1_patch", [])
 
@@ -126,6 +134,79 @@ def test_the_patched_model_is_a_clone_and_the_input_model_stays_unpatched():
     assert model.attn1_patches() == []
     (twice,) = T2VCrossFrameAttentionModel().patch(model)  # a second branch from the same model: its own clone
     assert len(twice.attn1_patches()) == 1 and len(patched.attn1_patches()) == 1
+    assert len(patched.calc_cond_batch_wrappers()) == 1 and model.calc_cond_batch_wrappers() == []
+
+
+class ComfyCrossAttention(torch.nn.Module):
+    """ComfyUI's CrossAttention call convention, `attn(x, context=None, value=None)`, on a diffusers Attention's
+    weights."""
+
+    def __init__(self, attn: Attention):
+        super().__init__()
+        self.attn = attn
+
+    def forward(self, x, context=None, value=None, transformer_options=None):
+        context = x if context is None else context
+        value = context if value is None else value
+        split = lambda t: t.unflatten(-1, (HEADS, -1)).transpose(1, 2)  # noqa: E731
+        q, k, v = split(self.attn.to_q(x)), split(self.attn.to_k(context)), split(self.attn.to_v(value))
+        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+        return self.attn.to_out[1](self.attn.to_out[0](attended))
+
+
+class BasicTransformerBlock(torch.nn.Module):
+    """Named like ComfyUI's transformer block; calls its self-attention as ComfyUI's does."""
+
+    def __init__(self, attn: Attention):
+        super().__init__()
+        self.attn1 = ComfyCrossAttention(attn)
+
+    def forward(self, x):
+        return self.attn1(x, context=None, value=None, transformer_options={})
+
+
+class FakeControlNet:
+    """What the wrapper reads of a core ControlNet: `control_model` and the chain of `previous_controlnet`."""
+
+    def __init__(self, control_model, previous_controlnet=None):
+        self.control_model, self.previous_controlnet = control_model, previous_controlnet
+
+
+@pytest.mark.parametrize("branches", [1, 2])
+def test_core_controlnets_get_cross_frame_self_attention_during_the_models_calls_only(branches):
+    frames = 4
+    attn = Attention(query_dim=CHANNELS, heads=HEADS, dim_head=CHANNELS // HEADS, bias=False).eval()
+    block, chained_block = BasicTransformerBlock(attn), BasicTransformerBlock(attn)
+    controlnet = FakeControlNet(torch.nn.Sequential(block), FakeControlNet(torch.nn.Sequential(chained_block)))
+    conds = [[{"control": controlnet}], [{"control": controlnet}], None]
+    hidden = torch.randn(branches * frames, TOKENS, CHANNELS)
+    (patched,) = T2VCrossFrameAttentionModel().patch(core_model())
+    [wrapper] = patched.calc_cond_batch_wrappers()
+    with torch.no_grad():
+        plain = block(hidden)
+        inside = wrapper(lambda *_args: (block(hidden), chained_block(hidden)), "model", conds,
+                         torch.zeros(frames, 4, 8, 8), "timestep", {})
+        after = block(hidden)
+        attn.set_processor(CrossFrameAttnProcessor2_0(batch_size=branches))
+        reference = attn(hidden)
+    torch.testing.assert_close(inside[0], reference, rtol=0, atol=1e-5)
+    torch.testing.assert_close(inside[1], reference, rtol=0, atol=1e-5)  # a chained ControlNet too
+    assert (plain - reference).abs().max() > 1e-2  # the hook acts, so the comparison above can fail
+    assert torch.equal(after, plain)  # removed after the call
+
+
+def test_the_controlnet_hook_is_removed_when_the_models_call_fails():
+    attn = Attention(query_dim=CHANNELS, heads=HEADS, dim_head=CHANNELS // HEADS, bias=False).eval()
+    block = BasicTransformerBlock(attn)
+    (patched,) = T2VCrossFrameAttentionModel().patch(core_model())
+    [wrapper] = patched.calc_cond_batch_wrappers()
+
+    def interrupted(*_args):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        wrapper(interrupted, "model", [[{"control": FakeControlNet(block)}]], torch.zeros(4, 4, 8, 8), "t", {})
+    assert not block.attn1._forward_pre_hooks
 
 
 @pytest.mark.parametrize("model, message", [

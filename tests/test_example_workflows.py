@@ -29,6 +29,10 @@ SMALL = {
     "controlnet_video": (["4.width=64", "4.height=48", "4.frame_limit=3", "8.width=64", "8.height=48", "9.steps=3"],
                          (3, 64, 48)),
     "instruct_pix2pix_video": (["4.width=64", "4.height=48", "4.frame_limit=3", "7.steps=3"], (3, 64, 48)),
+    "animatediff": (["4.width=64", "4.height=48", "4.frames=4", "7.steps=3"], (4, 64, 48)),
+    "animatediff_video2video": (["4.width=64", "4.height=48", "4.frame_limit=3", "7.steps=3"], (3, 64, 48)),
+    "i2vgen_xl_image_to_video": (["5.width=64", "5.height=48", "5.frames=4", "6.steps=3"], (4, 64, 48)),
+    "svd_image_to_video": (["3.width=64", "3.height=48", "3.frames=3", "4.steps=3"], (3, 64, 48)),
 }
 
 
@@ -54,6 +58,43 @@ def load(name: str, api: bool = False) -> dict:
 def test_every_example_has_an_api_twin_and_small_settings():
     assert NAMES == sorted(SMALL)
     assert sorted(path.stem for path in (EXAMPLES / "api").glob("*.json")) == sorted([*NAMES, *NEED_COMFYUI])
+
+
+@pytest.mark.parametrize("name", sorted(path.stem for path in EXAMPLES.glob("*.json")))
+def test_every_example_is_laid_out_by_the_editor_and_has_a_template_thumbnail(name):
+    """A hand-written example shows as a stack of equal boxes and a grey card in the template browser:
+    `tests/browser/lay_out_examples.py NAME` lays it out as the editor sizes its nodes and writes the thumbnail."""
+    from PIL import Image
+
+    sizes = {tuple(node["size"]) for node in load(name)["nodes"]}
+    assert len(sizes) > 1, f"{name}: every node has the size {sizes}"
+    with Image.open(EXAMPLES / f"{name}.jpg") as thumbnail:
+        assert thumbnail.size == (512, 384)
+
+
+def widget_names(node_class) -> list[str]:
+    """The widgets the editor saves for a node, in order: its widget inputs, a seed's control value after the
+    seed, the upload button's value after the input that has it."""
+    declared = node_class.INPUT_TYPES()
+    names = []
+    for name, (kind, *options) in [*declared["required"].items(), *declared.get("optional", {}).items()]:
+        if isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN"):
+            names.append(name)
+            names += ["control_after_generate"] if name == "seed" else []
+        names += ["upload"] if options and options[0].get("video_upload") else []
+    return names
+
+
+@pytest.mark.parametrize("name", sorted(path.stem for path in EXAMPLES.glob("*.json")))
+def test_every_pack_node_in_an_example_saves_a_value_for_each_widget(name):
+    """An input appended to a node leaves the examples one value short: the editor then fills in the default
+    and the example no longer shows what its file says (the browser tests compare both)."""
+    from comfyui_text2video import NODE_CLASS_MAPPINGS
+
+    for node in load(name)["nodes"]:
+        if node["type"] in NODE_CLASS_MAPPINGS:
+            expected = widget_names(NODE_CLASS_MAPPINGS[node["type"]])
+            assert len(node["widgets_values"]) == len(expected), (name, node["id"], node["type"], expected)
 
 
 @pytest.mark.parametrize("name", NAMES)

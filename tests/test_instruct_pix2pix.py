@@ -22,7 +22,7 @@ def input_frames(frames=3):
     return torch.stack([((ramp + 0.2 * i) % 1).expand(HEIGHT, WIDTH, 3) for i in range(frames)]).contiguous()
 
 
-def reference(handles, images, *, sampler, steps, cfg, image_cfg, seed=3):
+def reference(handles, images, *, sampler, steps, cfg, image_cfg, seed=3, groups=3):
     from diffusers import StableDiffusionInstructPix2PixPipeline
     from diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_video_zero import (
         CrossFrameAttnProcessor2_0)
@@ -34,7 +34,7 @@ def reference(handles, images, *, sampler, steps, cfg, image_cfg, seed=3):
         feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     originals = model.unet.attn_processors
-    model.unet.set_attn_processor(CrossFrameAttnProcessor2_0(batch_size=3))
+    model.unet.set_attn_processor(CrossFrameAttnProcessor2_0(batch_size=groups))
     try:
         video = pipe(prompt=[INSTRUCTION] * images.shape[0], negative_prompt=[NEGATIVE] * images.shape[0],
                      image=images.permute(0, 3, 1, 2), num_inference_steps=steps, guidance_scale=cfg,
@@ -65,6 +65,17 @@ def test_video_instruct_pix2pix_equals_the_seed_recipe(tiny_ip2p, sampler, steps
     ours = graph(tiny_ip2p, images, sampler=sampler, steps=steps, cfg=cfg, image_cfg=image_cfg)
     assert ours.shape == images.shape
     assert (ours - expected).abs().max() < 1e-3
+
+
+def test_without_guidance_every_frame_still_attends_to_frame_zero(tiny_ip2p):
+    """cfg <= 1 turns guidance off (one branch): the recipe's three-branch processor would then let each frame
+    attend only to itself; the pack keeps Text2Video-Zero's cross-frame attention, i.e. the reference's with one."""
+    images = input_frames()
+    ours = graph(tiny_ip2p, images, sampler="euler_ancestral", steps=3, cfg=1.0, image_cfg=1.5)
+    expected = reference(tiny_ip2p, images, sampler="euler_ancestral", steps=3, cfg=1.0, image_cfg=1.5, groups=1)
+    assert (ours - expected).abs().max() < 1e-3
+    per_frame = reference(tiny_ip2p, images, sampler="euler_ancestral", steps=3, cfg=1.0, image_cfg=1.5)
+    assert (per_frame[0] - expected[0]).abs().max() < 1e-3 and (per_frame - expected).abs().max() > 1e-2
 
 
 def test_instruct_pix2pix_conditioning_on_a_4_channel_model_is_refused(tiny_sd, tiny_ip2p):

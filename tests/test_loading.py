@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from comfyui_text2video import bridge
-from comfyui_text2video.models.builtin import ensure_builtin
+from comfyui_text2video.models.builtin import builtin_names, ensure_builtin
 from comfyui_text2video.errors import ModelLoadError, NodeInputError
 from comfyui_text2video.models.loading import available_models, clear_cache, load_model, resolve_model_folder
 from comfyui_text2video.nodes.loaders import T2VModelLoader
@@ -45,9 +45,10 @@ def test_lists_builtins_and_folders_by_relative_path(models_dir, builtin_folder)
     (models_dir / "text2video" / "not-a-model").mkdir()
     names = available_models()
     builtins = ["builtin:tiny-text2video", "builtin:tiny-sd15", "builtin:tiny-sdxl", "builtin:tiny-ip2p",
+                "builtin:tiny-svd", "builtin:tiny-i2vgen-xl",
                 "builtin:micro-text2video", "builtin:micro-sd"]
     assert names[:len(builtins)] == builtins
-    assert set(names[len(builtins):]) == {"org/zeroscope-like", "mine"}
+    assert set(names) - set(builtin_names()) == {"org/zeroscope-like", "mine"}
 
 
 def test_a_name_in_both_folders_loads_from_text2video_with_a_warning(models_dir, builtin_folder, caplog):
@@ -99,12 +100,12 @@ def test_a_missing_component_is_named(models_dir, builtin_folder):
 
 
 def test_an_unsupported_architecture_is_named(models_dir, builtin_folder):
-    folder = install(builtin_folder, models_dir, "diffusers/svd")
+    folder = install(builtin_folder, models_dir, "diffusers/unet1d")
     config = json.loads((folder / "unet" / "config.json").read_text())
-    config["_class_name"] = "UNetSpatioTemporalConditionModel"
+    config["_class_name"] = "UNet1DModel"
     (folder / "unet" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelLoadError, match=r"UNetSpatioTemporalConditionModel; supported are"):
-        load_model("svd", "float32")
+    with pytest.raises(ModelLoadError, match=r"UNet1DModel; supported are"):
+        load_model("unet1d", "float32")
 
 
 def _replace_weights_with_pickle(folder, payload):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from reference_pipelines import text2video_pipeline
+from terminal import ctrl_c_reaches_the_child
 
 from comfyui_text2video import bridge, nodes
 from comfyui_text2video.errors import NodeInputError
@@ -271,7 +272,7 @@ def cli_process(tmp_path: Path, argv: list[str], **flags: str) -> subprocess.Pop
     env = {**os.environ, "PYTHONPATH": path, "T2V_DATA_DIR": str(tmp_path / "data"), "T2V_NO_PROGRESS": "1",
            "T2V_TEST_MARKER": str(tmp_path / "marker"), **flags}
     return subprocess.Popen([sys.executable, "-m", "comfyui_text2video", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=ctrl_c_reaches_the_child)
 
 
 def wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> None:

@@ -20,6 +20,7 @@ from comfyui_text2video.headless.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_
 from comfyui_text2video.headless.runner import NodeExecutionError, RunInterrupted, run_workflow
 from comfyui_text2video.headless.workflow import InvalidWorkflow
 from fake_workflow_nodes import calls_of, standard_api, standard_ui
+from terminal import ctrl_c_reaches_the_child
 
 TESTS_DIR = Path(__file__).parent
 
@@ -365,7 +366,8 @@ def test_subprocess_ctrl_c_stops_between_steps_with_130(tmp_path):
     output = tmp_path / "output"
     process = subprocess.Popen(
         [sys.executable, "-c", FAKE_PACK_CLI, "run", write_workflow(tmp_path, api), "--output-dir", str(output)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_environment(tmp_path))
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_environment(tmp_path),
+        preexec_fn=ctrl_c_reaches_the_child)
     try:
         deadline = time.monotonic() + 60
         while not (output / "started").exists():

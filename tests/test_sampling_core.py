@@ -39,6 +39,16 @@ def test_early_stop_without_leftover_noise_returns_the_clean_estimate(sampler):
     assert (noisy - clean).abs().max() > 0.1
 
 
+@pytest.mark.parametrize("sampler", ["ddim", "euler"])
+def test_an_x0_predicting_model_stopped_early_returns_its_prediction(sampler):
+    """Models trained to predict the clean sample (`prediction_type` "sample") give it as the clean estimate."""
+    config = {**SCHEDULER_CONFIG, "prediction_type": "sample"}
+    clean = torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    plan = SamplingPlan(sampler, "normal", steps=10, end_step=3, return_with_leftover_noise=False)
+    estimate, _state = sample(lambda x, t: clean, config, torch.zeros_like(clean), plan, seeded_generator(1))
+    torch.testing.assert_close(estimate, clean, rtol=0, atol=1e-6)
+
+
 def test_progress_callback_counts_every_model_call():
     calls = []
     plan = SamplingPlan("heun", "normal", steps=3)

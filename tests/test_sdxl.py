@@ -66,6 +66,15 @@ def test_text2video_zero_equals_the_sdxl_reference(tiny_sdxl, sampler, steps, t0
     assert (ours - reference).abs().max() < 1e-3
 
 
+def test_with_a_sigma_scale_sampler_frame_zero_equals_the_sdxl_reference_and_the_moved_frames_do_not(tiny_sdxl):
+    """The SDXL pipeline re-noises the moved frames with the alpha-scale formula on euler's sigma-scale latents;
+    the pack takes that step in sigma space (checked against the reference's step in test_text2video_zero)."""
+    reference = zero_sdxl_reference(tiny_sdxl, sampler="euler", frames=3)
+    ours = decode(tiny_sdxl, all_in_one(tiny_sdxl, sampler="euler", steps=6, t0=2, t1=4, frames=3))
+    assert (ours[0] - reference[0]).abs().max() < 1e-3
+    assert (ours[1:] - reference[1:]).abs().max() > 1e-2
+
+
 @pytest.mark.parametrize("sampler", ["ddim", "euler"])
 def test_composed_graph_equals_all_in_one_on_sdxl(tiny_sdxl, sampler):
     assert torch.equal(composed(tiny_sdxl, sampler=sampler, frames=3)["samples"],

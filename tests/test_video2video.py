@@ -104,3 +104,56 @@ def test_one_side_zero_keeps_the_aspect_ratio(tiny_t2v, width, height, latent_si
     frames = torch.rand(1, 24, 48, 3, generator=generator(0))  # landscape 2:1
     latent = refine(tiny_t2v, frames, strength=0.5, steps=1, width=width, height=height)["samples"]
     assert latent.shape[-2:] == latent_size
+
+
+def test_frames_of_the_target_size_pass_through_untouched():
+    from comfyui_text2video.samplers.video2video import resize_frames
+
+    frames = torch.rand(2, 24, 40, 3)
+    assert resize_frames(frames, 40, 24) is frames
+
+
+def test_a_downscaled_fine_pattern_averages_out_instead_of_aliasing():
+    """Antialiased resizing: a one-pixel checkerboard at a third of its size is an even grey, not the pixels that
+    happen to sit where the new ones are sampled (all black or all white)."""
+    from comfyui_text2video.samplers.video2video import resize_frames
+
+    rows, columns = torch.meshgrid(torch.arange(48), torch.arange(48), indexing="ij")
+    checkerboard = ((rows + columns) % 2).float().view(1, 48, 48, 1).expand(1, 48, 48, 3)
+    third = resize_frames(checkerboard, 16, 16)
+    assert third.shape == (1, 16, 16, 3)
+    assert (third - 0.5).abs().max() < 0.05
+
+
+def test_upscaled_hard_edges_stay_within_0_and_1():
+    """Bicubic overshoots at a black/white edge; the frames stay valid pixel values and keep both extremes."""
+    from comfyui_text2video.samplers.video2video import resize_frames
+
+    edge = torch.zeros(1, 8, 8, 3)
+    edge[:, :, 4:] = 1.0
+    upscaled = resize_frames(edge, 32, 32)
+    assert upscaled.min() == 0.0 and upscaled.max() == 1.0
+
+
+def test_video_to_video_ticks_the_progress_bar_each_step_and_stops_when_interrupted(tiny_t2v, monkeypatch):
+    from comfyui_text2video import bridge
+
+    ticks = []
+
+    class Bar:
+        def __init__(self, total, description):
+            self.total = total
+
+        def update(self, done, preview=None):
+            ticks.append((done, self.total))
+            if done == 2:
+                bridge.request_interrupt()  # the user presses Cancel during the second step
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(bridge, "Progress", Bar)
+    frames = torch.rand(3, 32, 32, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(KeyboardInterrupt):
+        refine(tiny_t2v, frames, strength=0.8, steps=5)
+    assert ticks == [(1, 4), (2, 4)]  # strength 0.8 of 5 steps runs 4; nothing ran after the interrupt

@@ -6,13 +6,17 @@ Adding a family is adding its module and listing it in `FAMILIES` (ComfyUI's `su
 from __future__ import annotations
 
 from ...errors import ModelLoadError
+from .animatediff import ANIMATEDIFF
 from .base import ModelFamily, TextEncoderSlot
+from .i2vgen_xl import I2VGEN_XL
 from .instruct_pix2pix import INSTRUCT_PIX2PIX
 from .sd import STABLE_DIFFUSION
 from .sdxl import SDXL
+from .svd import SVD
 from .text2video_3d import TEXT2VIDEO_3D
 
-FAMILIES: tuple[ModelFamily, ...] = (TEXT2VIDEO_3D, SDXL, INSTRUCT_PIX2PIX, STABLE_DIFFUSION)
+FAMILIES: tuple[ModelFamily, ...] = (TEXT2VIDEO_3D, SDXL, INSTRUCT_PIX2PIX, STABLE_DIFFUSION, SVD, ANIMATEDIFF,
+                                     I2VGEN_XL)
 """Every supported family, the more specific first: a folder belongs to the first that matches."""
 
 __all__ = ["FAMILIES", "ModelFamily", "TextEncoderSlot", "family_of"]

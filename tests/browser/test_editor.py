@@ -14,6 +14,10 @@ from comfyui_text2video.media import video_io
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "example_workflows").glob("*.json"))
+ON_USER_CHECKPOINTS = {"text2video_zero_checkpoint", "text2video_zero_controlnet", "video_instruct_pix2pix_checkpoint"}
+"""Examples on the user's own checkpoint, LoRA and ControlNet files: they run here on small files made for the
+purpose (`user_files`), as in tests/integration/test_server_core_model.py."""
+RUNNABLE = [path for path in EXAMPLES if path.stem not in ON_USER_CHECKPOINTS]
 FORMATS_IN_A_ROW = ["mp4", "webp", "gif", "png", "webm", "mp4"]
 """The issue's sequence: a video first, then image kinds, then a video again, all on one save node."""
 ELEMENT_OF_FORMAT = {"mp4": "video", "webm": "video", "gif": "img", "webp": "img", "png": "img"}
@@ -73,12 +77,41 @@ def test_editor_loads_the_pack_and_finds_its_nodes_in_search(editor):
     assert editor.evaluate("(id) => app.graph.getNodeById(id).type", added) == "T2VSampler"
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[path.stem for path in EXAMPLES])
-def test_each_example_loads_by_drop_runs_and_its_video_restores_it(editor, comfy, example):
-    workflow = json.loads(example.read_text())
-    editor.drop_workflow(example, node_types(workflow))
-    assert editor.missing_node_types() == []
-    assert widget_values(editor.graph()) == widget_values(workflow)
+USER_SETTINGS = {
+    "text2video_zero_checkpoint": {1: {"ckpt_name": "t2v-it-sd15.safetensors"}, 2: {"lora_name": "t2v-it-lora.safetensors"},
+                                   6: {"width": 64, "height": 64}, 7: {"steps": 4, "t0": 1, "t1": 2}, 10: {"frames": 4}},
+    "text2video_zero_controlnet": {1: {"ckpt_name": "t2v-it-sd15.safetensors"}, 2: {"lora_name": "t2v-it-lora.safetensors"},
+                                   7: {"steps": 4, "t0": 1, "t1": 2}, 20: {"file": "user-clip.mp4"},
+                                   23: {"control_net_name": "t2v-it-controlnet.safetensors"}},
+    "video_instruct_pix2pix_checkpoint": {1: {"ckpt_name": "t2v-it-sd15-ip2p.safetensors"}, 10: {"steps": 4},
+                                          20: {"file": "user-clip.mp4"}},
+}
+"""What a user picks in the examples on their own models: the files of `user_files`, a small size, few steps."""
+
+
+@pytest.fixture(scope="module")
+def input_clip(comfy, clips) -> Path:
+    """`clip.mp4` in the server's input folder: the clip the video-editing examples load."""
+    target = comfy.input_dir / "clip.mp4"
+    target.write_bytes(clips["mp4"].read_bytes())
+    return target
+
+
+@pytest.fixture(scope="module")
+def user_files(comfy) -> dict[str, str]:
+    """A user's models, made small (checkpoints saved by core CheckpointSave, a LoRA, a ControlNet), and a
+    6-frame 64x64 clip `user-clip.mp4` in the input folder. Made before the editor opens, so its lists show them."""
+    from user_models import make_model_files, save_checkpoints
+
+    frames = torch.rand(6, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    video_io.write_video(frames, comfy.input_dir / "user-clip.mp4", "mp4", 8.0)
+    make_model_files(comfy)
+    return save_checkpoints(comfy)
+
+
+def run_and_restore(editor, comfy, workflow: dict) -> None:
+    """Run from the Run button; the save node shows the written file, and the file dropped back restores the
+    workflow's widget values."""
     entry = editor.run()
     [save_id] = editor.node_ids("T2VSaveVideo")
     [saved] = saved_files(entry, save_id)
@@ -87,6 +120,29 @@ def test_each_example_loads_by_drop_runs_and_its_video_restores_it(editor, comfy
     editor.screenshot("ran")
     editor.drop_workflow(output_path(comfy, saved), node_types(workflow))
     assert widget_values(editor.graph()) == widget_values(workflow)
+
+
+@pytest.mark.parametrize("example", RUNNABLE, ids=[path.stem for path in RUNNABLE])
+def test_each_example_loads_by_drop_runs_and_its_video_restores_it(editor, comfy, input_clip, example):
+    workflow = json.loads(example.read_text())
+    editor.drop_workflow(example, node_types(workflow))
+    assert editor.missing_node_types() == []
+    assert widget_values(editor.graph()) == widget_values(workflow)
+    run_and_restore(editor, comfy, workflow)
+
+
+@pytest.mark.parametrize("name", sorted(ON_USER_CHECKPOINTS))
+def test_each_example_on_user_checkpoints_loads_by_drop_runs_with_their_files_and_restores(editor, comfy,
+                                                                                           user_files, name):
+    example = REPO / "example_workflows" / f"{name}.json"
+    workflow = json.loads(example.read_text())
+    editor.drop_workflow(example, node_types(workflow))
+    assert editor.missing_node_types() == []
+    assert widget_values(editor.graph()) == widget_values(workflow)
+    for node_id, values in USER_SETTINGS[name].items():
+        for widget, value in values.items():
+            editor.set_widget(node_id, widget, value)
+    run_and_restore(editor, comfy, editor.graph())
 
 
 # --------------------------------------------------------------------------- the save node's previews
@@ -217,9 +273,22 @@ def test_template_browser_lists_the_demo_first_with_thumbnails(editor, comfy):
     editor.page.get_by_text("ComfyUI-Text2Video", exact=True).first.click()
     cards = editor.page.locator("[data-testid^='template-workflow-']")
     cards.first.wait_for(timeout=20_000)
-    names = [card.get_attribute("data-testid").removeprefix("template-workflow-") for card in cards.all()]
+    seen: list[str] = []
+    while True:  # the browser renders further cards, and loads a card's thumbnail, as the cards scroll into view
+        fresh = [test_id for test_id in (card.get_attribute("data-testid") for card in cards.all())
+                 if test_id not in seen]
+        if not fresh:
+            break
+        for test_id in fresh:
+            card = editor.page.locator(f"[data-testid='{test_id}']")
+            card.scroll_into_view_if_needed()
+            card.locator("img").first.wait_for(timeout=20_000)
+            editor.page.wait_for_function("(card) => [...card.querySelectorAll('img')].some((img) => img.complete "
+                                          "&& img.naturalWidth > 0)", arg=card.element_handle(), timeout=20_000)
+            seen.append(test_id)
+        editor.page.locator(f"[data-testid='{seen[-1]}']").hover()  # the grid shows 12 cards and loads more when
+        editor.page.mouse.wheel(0, 4000)  # scrolled to its end
+        editor.page.wait_for_timeout(1000)
+    names = [test_id.removeprefix("template-workflow-") for test_id in seen]
     assert names[0] == "text2video" and sorted(names) == sorted(templates)
-    editor.page.wait_for_function(
-        "() => [...document.querySelectorAll(\"[data-testid^='template-workflow-'] img\")]"
-        ".every((img) => img.complete && img.naturalWidth > 0)", timeout=20_000)
     editor.screenshot("templates")

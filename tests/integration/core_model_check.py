@@ -10,6 +10,9 @@ the plain, the patched and LoRA'd models, and prints a JSON of maximum differenc
 - `patched_vs_plain`: how much the patch changes (so the comparisons above can fail);
 - `lora_then_patch_vs_patch_then_lora`, `lora_effect`: LoRA order and that the LoRA acts;
 - `plain_before_vs_after_patched_run`: the input model after a patched clone ran (a leak would show here);
+- `controlnet_*`: a core ControlNet on both conditionings: one of its self-attentions with the pack's hook against
+  diffusers' `CrossFrameAttnProcessor(batch_size=2)` on the same weights; frame 0 unchanged by the patch; how much
+  the hook changes the guided call (against the UNet patch alone); hooks left on the ControlNet afterwards;
 - `sdxl_patched_vs_diffusers_cross_frame`, `sdxl_patched_vs_plain`: the same comparison on an SDXL-shaped UNet
   (two transformer blocks per layer, linear projections, pooled text and size embeddings), built in ComfyUI as its
   SDXL model class (a checkpoint of that size could not be recognised as SDXL, whose detection wants the full depth).
@@ -148,6 +151,52 @@ def check_sdxl(cross_frame, noise) -> dict:
     }
 
 
+def check_controlnet(cross_frame, plain, noise, positive_embeds, negative_embeds, sigma, models: Path) -> dict:
+    """A core ControlNet on the conditionings (as ControlNetApplyAdvanced attaches it): its self-attention
+    against diffusers' cross-frame processor on the same weights, and its effect inside a guided call."""
+    import torch
+    from diffusers.models.attention_processor import Attention
+    from diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_video_zero import (
+        CrossFrameAttnProcessor2_0,
+    )
+
+    import comfy.controlnet
+
+    pack = sys.modules["comfyui_text2video"]
+    loaded = comfy.controlnet.load_controlnet(str(models / "controlnet" / "t2v-it-controlnet.safetensors"))
+    hint = torch.rand(FRAMES, 3, 8 * LATENT_SIZE, 8 * LATENT_SIZE, generator=torch.Generator().manual_seed(1))
+    control = loaded.copy().set_cond_hint(hint, 1.0, (0.0, 1.0))
+    with_control = lambda embeds: [[embeds, {"control": control, "control_apply_to_uncond": False}]]  # noqa: E731
+    call = lambda model: guided_eps(model, noise, with_control(positive_embeds), with_control(negative_embeds),  # noqa: E731
+                                    sigma)
+    plain_run = call(plain)
+    patched_run = call(cross_frame.patch(plain)[0])
+    unet_only = call(pack.bridge.core_model_with_attn1_patch(plain, pack.attention.CrossFrameAttn1Patch()))
+
+    [first_block] = [m for m in loaded.control_model.modules() if type(m).__name__ == "BasicTransformerBlock"][:1]
+    comfy_attention = first_block.attn1
+    reference = Attention(query_dim=comfy_attention.to_q.in_features, heads=comfy_attention.heads,
+                          dim_head=comfy_attention.to_q.out_features // comfy_attention.heads, bias=False).eval()
+    for name in ("to_q", "to_k", "to_v"):
+        getattr(reference, name).load_state_dict(getattr(comfy_attention, name).state_dict())
+    reference.to_out[0].load_state_dict(comfy_attention.to_out[0].state_dict())
+    reference.set_processor(CrossFrameAttnProcessor2_0(batch_size=2))
+    hidden = torch.randn(2 * FRAMES, 64, comfy_attention.to_q.in_features, generator=torch.Generator().manual_seed(2))
+    handle = comfy_attention.register_forward_pre_hook(pack.attention.cross_frame.anchored_self_attention_hook(FRAMES),
+                                                       with_kwargs=True)
+    with torch.no_grad():
+        hooked = comfy_attention(hidden, context=None, value=None, transformer_options={})
+        handle.remove()
+        expected = reference(hidden)
+    return {
+        "controlnet_attention_vs_diffusers_cross_frame": float((hooked - expected).abs().max()),
+        "controlnet_frame_0_patched_vs_plain": max(float((patched_run[k][0] - plain_run[k][0]).abs().max())
+                                                   for k in ("cond", "uncond")),
+        "controlnet_hook_effect": max_diff(patched_run, unet_only),
+        "controlnet_hooks_left": sum(len(m._forward_pre_hooks) for m in loaded.control_model.modules()),
+    }
+
+
 def check(base: Path) -> dict:
     import torch
     from diffusers import UNet2DConditionModel
@@ -199,6 +248,7 @@ def check(base: Path) -> dict:
         "plain_before_vs_after_patched_run": max_diff(plain_before, plain_after),
         "eps_scale": float(patched["cond"].abs().max()),
         **check_sdxl(cross_frame, noise),
+        **check_controlnet(cross_frame, plain, noise, positive_embeds, negative_embeds, sigma, models),
     }
 
 

@@ -22,6 +22,13 @@ def frame_count(path: Path) -> int:
         return sum(1 for _frame in container.decode(video=0))
 
 
+def video_shape(path: Path) -> tuple[int, int, int]:
+    """(frames, width, height) of a saved video."""
+    with av.open(str(path)) as container:
+        sizes = [(frame.width, frame.height) for frame in container.decode(video=0)]
+    return len(sizes), *sizes[0]
+
+
 def decoded_frames(path: Path) -> list[bytes]:
     with av.open(str(path)) as container:
         return [frame.to_ndarray(format="rgb24").tobytes() for frame in container.decode(video=0)]

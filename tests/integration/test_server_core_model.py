@@ -8,23 +8,19 @@ into single-file checkpoints that only ComfyUI's loaders ever read.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
 from api_workflows import link, node
-from comfy_harness import PACK_ROOT, comfyui_paths
-from core_model_files import CLIP_NAME, CONTROLNET_NAME, LORA_NAME, UNET_NAMES, VAE_NAME
+from comfy_harness import PACK_ROOT
+from core_model_files import CONTROLNET_NAME, LORA_NAME
 from saved_outputs import frame_count, written_files
+from user_models import RUN_TIMEOUT, make_model_files, run_in_comfyui_python, save_checkpoints
 
-HERE = Path(__file__).parent
 EXAMPLES = PACK_ROOT / "example_workflows"
 CORE_EXAMPLES = ["text2video_zero_checkpoint", "text2video_zero_controlnet", "video_instruct_pix2pix_checkpoint"]
-SCRIPT_TIMEOUT = RUN_TIMEOUT = 900
-"""Seconds for a script or a prompt: a 43 M-parameter UNet and CLIP ViT-L are slow on a busy CI CPU."""
 SMALL_ZERO = {"6.width": 64, "6.height": 64, "7.steps": 4, "7.t0": 1, "7.t1": 2, "10.frames": 4}
 """Text2Video-Zero examples at 64x64, 4 steps (t0 1, t1 2), 4 frames."""
 
@@ -51,38 +47,14 @@ def unpatched_last_sampler(prompt: dict) -> dict:
     return {**prompt["11"], "inputs": {**prompt["11"]["inputs"], "model": link("2")}}
 
 
-def run_in_comfyui_python(script: str, base: Path) -> dict:
-    comfyui_dir, python = comfyui_paths()
-    done = subprocess.run([str(python), str(HERE / script), str(comfyui_dir), str(base)], capture_output=True,
-                          text=True, timeout=SCRIPT_TIMEOUT, cwd=comfyui_dir)
-    assert done.returncode == 0, f"{script} failed:\n{done.stderr[-4000:]}"
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
 def model_files(comfy) -> dict:
-    """The UNets, CLIP, VAE, LoRA and ControlNet in the server's models folders (parameter counts)."""
-    return run_in_comfyui_python("core_model_files.py", comfy.base)
+    return make_model_files(comfy)
 
 
 @pytest.fixture(scope="module")
 def checkpoints(comfy, model_files) -> dict[str, str]:
-    """Single-file checkpoints written by core CheckpointSave, moved into models/checkpoints: {unet name: file}."""
-    made = {}
-    for name in UNET_NAMES:
-        prompt = {"1": node("UNETLoader", unet_name=f"{name}.safetensors", weight_dtype="default"),
-                  "2": node("CLIPLoader", clip_name=f"{CLIP_NAME}.safetensors", type="stable_diffusion"),
-                  "3": node("VAELoader", vae_name=f"{VAE_NAME}.safetensors"),
-                  "4": node("CheckpointSave", model=link("1"), clip=link("2"), vae=link("3"),
-                            filename_prefix=f"checkpoints/{name}")}
-        run = comfy.run(prompt, timeout=RUN_TIMEOUT)
-        assert run.status == "success", run.error()
-        (saved,) = (comfy.output_dir / "checkpoints").glob(f"{name}_*.safetensors")
-        target = comfy.models_dir / "checkpoints" / f"{name}.safetensors"
-        target.parent.mkdir(exist_ok=True)
-        saved.rename(target)
-        made[name] = target.name
-    return made
+    return save_checkpoints(comfy)
 
 
 def saved_latent(comfy, run, node_id: str):
@@ -101,6 +73,9 @@ def test_the_patched_sd_and_sdxl_unets_equal_diffusers_cross_frame_processor_ins
     assert figures["plain_before_vs_after_patched_run"] == 0.0
     assert figures["sdxl_patched_vs_diffusers_cross_frame"] < 1e-4 and figures["sdxl_plain_vs_diffusers_plain"] < 1e-4
     assert figures["sdxl_patched_vs_plain"] > 1e-2
+    assert figures["controlnet_attention_vs_diffusers_cross_frame"] < 1e-4
+    assert figures["controlnet_frame_0_patched_vs_plain"] < 1e-5 and figures["controlnet_hook_effect"] > 1e-4
+    assert figures["controlnet_hooks_left"] == 0
 
 
 def test_text2video_zero_from_a_saved_checkpoint_and_a_lora_on_core_samplers(comfy, checkpoints):

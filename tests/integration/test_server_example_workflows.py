@@ -1,18 +1,23 @@
-"""The editor-format workflows in example_workflows/ are valid against the real server's `/object_info`.
+"""The editor-format workflows in example_workflows/ are valid against the real server's `/object_info`, and
+the examples on the pack's built-in models render there.
 
 UI workflows store widget values by position: this walks each node's inputs in `/object_info` order and
 checks that every stored value fits its input (type, range, combo choice), so a renamed, reordered or
-re-ranged input shows up here before a user's saved workflow breaks.
+re-ranged input shows up here before a user's saved workflow breaks. The examples on ComfyUI's own models
+render in `test_server_core_model.py`.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from comfy_harness import PACK_ROOT
+from saved_outputs import video_shape, written_files
+from test_example_workflows import SMALL
 
 EXAMPLES = sorted((PACK_ROOT / "example_workflows").glob("*.json"))
 FRONTEND_ONLY_NODES = {"Reroute", "PrimitiveNode", "Note", "MarkdownNote"}
@@ -78,8 +83,8 @@ def node_problems(node: dict, object_info: dict) -> list[str]:
     if len(values) not in (expected, expected + uploads):
         return [f"{label}: {len(values)} widget values, expected {expected} for the widgets "
                 f"{[w[0] for w in widgets]} and a control_after_generate value after each seed"]
-    stores_upload_value = uploads and len(values) == expected + uploads  # some editors keep the button's value
-    remaining = list(values)
+    # recent editors keep the upload button's value, after all other widgets
+    remaining = list(values[:expected])
     problems = []
     for name, kind, options in widgets:
         problem = value_problem(node_type, name, kind, options, remaining.pop(0))
@@ -89,8 +94,6 @@ def node_problems(node: dict, object_info: dict) -> list[str]:
             control = remaining.pop(0)
             if control not in SEED_CONTROL_VALUES:
                 problems.append(f"{label}: input '{name}': control_after_generate value {control!r}")
-        if stores_upload_value and is_upload(options):
-            remaining.pop(0)
     return problems
 
 
@@ -103,3 +106,30 @@ def test_example_workflow_fits_the_servers_nodes(comfy, path: Path):
     problems = [problem for node in workflow["nodes"] if node["type"] not in FRONTEND_ONLY_NODES
                 for problem in node_problems(node, object_info)]
     assert not problems, "\n".join(problems)
+
+
+@pytest.fixture(scope="module")
+def example_clip(comfy, sample_video):
+    """`clip.mp4`, the clip the video-editing examples load, in the server's input folder."""
+    path = comfy.input_dir / "clip.mp4"
+    if not path.exists():
+        shutil.copyfile(sample_video, path)
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_example_on_the_builtin_models_renders_in_the_server(comfy, example_clip, name):
+    """The API twin, queued as a user's script would, at the small settings of the headless test."""
+    prompt = json.loads((PACK_ROOT / "example_workflows" / "api" / f"{name}.json").read_text(encoding="utf-8"))
+    overrides, expected = SMALL[name]
+    for override in overrides:
+        key, value = override.split("=", 1)
+        node_id, input_name = key.split(".")
+        assert input_name in prompt[node_id]["inputs"], override
+        prompt[node_id]["inputs"][input_name] = json.loads(value)
+    (save,) = [node_id for node_id, node in prompt.items() if node["class_type"] == "T2VSaveVideo"]
+    prompt[save]["inputs"]["filename_prefix"] = f"it/examples/{name}"
+    run = comfy.run(prompt)
+    assert run.status == "success", run.error()
+    (video,) = written_files(comfy, run, save)
+    assert video.suffix == ".mp4" and video_shape(video) == expected

@@ -113,3 +113,57 @@ def test_an_uploaded_video_is_offered_by_t2v_load_video(comfy, sample_video, obj
     assert uploaded["type"] == "input"
     assert uploaded["name"] in object_info_choices("T2VLoadVideo", "video")
     assert uploaded["name"] in object_info_choices("LoadVideo", "file")
+
+
+def test_core_load_image_drives_stable_video_diffusion(comfy, input_frames):
+    prompt = {
+        "1": wf.node("T2VModelLoader", model_name="builtin:tiny-svd", dtype="auto"),
+        "2": wf.node("LoadImage", image=input_frames[1]),
+        "3": wf.node("T2VSVDConditioning", clip=wf.link("1", 1), vae=wf.link("1", 2), image=wf.link("2"), width=64,
+                     height=48, frames=3, fps=7, motion_bucket_id=127, noise_aug_strength=0.02, seed=5, min_cfg=1.0),
+        "4": wf.node("T2VSampler", model=wf.link("1"), positive=wf.link("3"), negative=wf.link("3", 1),
+                     latent=wf.link("3", 2), seed=5, steps=2, cfg=3.0, sampler_name="euler", scheduler="karras",
+                     denoise=1.0),
+        "5": wf.node("T2VVAEDecode", vae=wf.link("1", 2), latent=wf.link("4")),
+        "7": wf.save_video(wf.link("5"), "it/svd-load-image"),
+    }
+    run = comfy.run(prompt)
+    assert run.status == "success", run.error()
+    (video,) = written_files(comfy, run)
+    assert frame_count(video) == 3
+
+
+def test_core_load_image_drives_i2vgen_xl(comfy, input_frames):
+    prompt = {
+        **wf.model_and_prompts("builtin:tiny-i2vgen-xl"),
+        "5": wf.node("LoadImage", image=input_frames[1]),
+        "6": wf.node("T2VI2VGenXLConditioning", positive=wf.link("2"), negative=wf.link("3"), clip=wf.link("1", 1),
+                     vae=wf.link("1", 2), image=wf.link("5"), width=64, height=48, frames=3, target_fps=16, seed=5),
+        "7": wf.node("T2VSampler", model=wf.link("1"), positive=wf.link("6"), negative=wf.link("6", 1),
+                     latent=wf.link("6", 2), seed=5, steps=2, cfg=9.0, sampler_name="ddim", scheduler="normal",
+                     denoise=1.0),
+        "8": wf.node("T2VVAEDecode", vae=wf.link("1", 2), latent=wf.link("7")),
+        "9": wf.save_video(wf.link("8"), "it/i2vgen-load-image"),
+    }
+    run = comfy.run(prompt)
+    assert run.status == "success", run.error()
+    (video,) = written_files(comfy, run, "9")
+    assert frame_count(video) == 3
+
+
+def test_animatediff_with_the_builtin_motion_adapter_runs(comfy):
+    prompt = {
+        **wf.model_and_prompts("builtin:tiny-sd15"),
+        "5": wf.node("T2VMotionAdapterLoader", adapter_name="builtin:tiny-motion-adapter"),
+        "6": wf.node("T2VApplyMotionAdapter", model=wf.link("1"), motion_adapter=wf.link("5")),
+        "7": wf.node("T2VEmptyLatentVideo", width=64, height=48, frames=4, batch_size=1),
+        "8": wf.node("T2VSampler", model=wf.link("6"), positive=wf.link("2"), negative=wf.link("3"),
+                     latent=wf.link("7"), seed=5, steps=2, cfg=7.5, sampler_name="ddim", scheduler="normal",
+                     denoise=1.0),
+        "9": wf.node("T2VVAEDecode", vae=wf.link("1", 2), latent=wf.link("8")),
+        "10": wf.save_video(wf.link("9"), "it/animatediff"),
+    }
+    run = comfy.run(prompt)
+    assert run.status == "success", run.error()
+    (video,) = written_files(comfy, run, "10")
+    assert frame_count(video) == 4

@@ -1,0 +1,183 @@
+"""Benchmark: I2VGen-XL image-to-video through the pack's nodes against diffusers' `I2VGenXLPipeline`.
+
+The pack's graph `T2VTextEncode` x2 -> `T2VI2VGenXLConditioning` -> `T2VSampler` -> `T2VVAEDecode` against one
+`I2VGenXLPipeline` call, both decoding one frame at a time (the pipeline's default `decode_chunk_size` 1; the
+node's `frames_per_batch` 8 decodes faster with more memory: `--frames-per-batch 8`), on the same modules
+of a mid-size I2VGen-XL-layout model built here: the real block types, layers per block and attention layout of
+the UNet at a fifth of its widths (as the other benchmarks' models, `models.py`), a CLIP text encoder and a CLIP
+image encoder (224 pixels, 32-pixel patches) a quarter as wide as the real ones, the benchmarks' VAE; with the same
+image, prompt, negative prompt, seed, steps, guidance, target fps and sampler. The reference draws the image's
+posterior sample from torch's global generator, so the reference side seeds that with the seed too.
+
+Method as in `text2video.py` (details in `common.py`): each measured call in a fresh process after a small
+warm-up, the two sides alternating, medians; ratios are pack / reference; peak memory above what was in use
+before the call (on CPU the RSS peak with glibc's allocator as it comes, and the live peak).
+
+Run: `python benchmarks/i2vgen_xl.py` (a few minutes on a busy 2-core machine); e.g. `--frames 16 --width 256
+--height 160 --steps 20 --rounds 5` for a bigger run. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from comfyui_text2video import bridge
+from comfyui_text2video.models.builtin import _write_image_processor
+from comfyui_text2video.models.loading import load_model
+from comfyui_text2video.nodes.i2vgen_xl import T2VI2VGenXLConditioning
+from comfyui_text2video.nodes.sampling import T2VSampler
+from comfyui_text2video.nodes.vae import T2VVAEDecode
+
+import common
+import models
+
+MODEL = "benchmark-i2vgen-xl"
+TEXT_WIDTH = 256  # real: 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    frames: int
+    width: int
+    height: int
+    steps: int
+    cfg: float
+    target_fps: int
+    sampler: str
+    seed: int
+    frames_per_batch: int
+
+    def warm_up(self) -> "Settings":
+        return dataclasses.replace(self, frames=2, width=64, height=64, steps=1)
+
+
+def picture(height: int, width: int) -> torch.Tensor:
+    """An IMAGE `[1, H, W, 3]`: smooth colour waves, always the same."""
+    y = torch.linspace(0, 1, height).view(-1, 1)
+    x = torch.linspace(0, 1, width).view(1, -1)
+    channels = [torch.sin(6 * x + 2 * y), torch.cos(4 * y - 3 * x), torch.sin(5 * (x + y))]
+    return (torch.stack(torch.broadcast_tensors(*channels), dim=-1) * 0.5 + 0.5).unsqueeze(0)
+
+
+def save_model(data_dir: Path) -> str:
+    """The mid-size I2VGen-XL-layout model, built deterministically into the benchmark's models folder."""
+    from diffusers import I2VGenXLUNet
+    from transformers import CLIPTokenizer, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    folder = data_dir / "models" / bridge.MODEL_FOLDER / MODEL
+    models._copy_builtin_tokenizer(folder / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    _write_image_processor(folder / "feature_extractor")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(models.BUILD_SEED)
+        components = {
+            "unet": I2VGenXLUNet(
+                sample_size=32, in_channels=4, out_channels=4, layers_per_block=2,
+                block_out_channels=models.UNET_WIDTHS, down_block_types=("CrossAttnDownBlock3D",) * 3 + ("DownBlock3D",),
+                up_block_types=("UpBlock3D",) + ("CrossAttnUpBlock3D",) * 3, cross_attention_dim=TEXT_WIDTH,
+                attention_head_dim=models.ATTENTION_HEADS, norm_num_groups=32),
+            "vae": models._vae(),
+            "text_encoder": models._text_encoder(tokenizer, TEXT_WIDTH),
+            "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(
+                hidden_size=TEXT_WIDTH, intermediate_size=4 * TEXT_WIDTH, num_hidden_layers=4, num_attention_heads=4,
+                image_size=224, patch_size=32, projection_dim=TEXT_WIDTH)),
+        }
+        for module in components.values():
+            models._randomize_zero_weights(module)
+    for component, module in components.items():
+        module.save_pretrained(folder / component, safe_serialization=True)
+    (folder / "scheduler").mkdir()
+    (folder / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps({"_class_name": "DDIMScheduler", **models._SCHEDULER_CONFIG}, indent=1))
+    index = {"_class_name": "I2VGenXLPipeline", "unet": ["diffusers", "I2VGenXLUNet"],
+             "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+             "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+             "feature_extractor": ["transformers", "CLIPImageProcessor"],
+             "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "DDIMScheduler"]}
+    (folder / "model_index.json").write_text(json.dumps(index, indent=1))
+    return f"model {MODEL}: " + ", ".join(
+        f"{component} {sum(p.numel() for p in module.parameters()) / 1e6:.1f}M parameters"
+        for component, module in components.items())
+
+
+def pack(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
+    model, clip, vae = handles
+    image = picture(settings.height + 24, settings.width + 40)
+    with probe.stage("T2VTextEncode x2"):
+        positive, negative = models.pack_conditioning(clip)
+    with probe.stage("T2VI2VGenXLConditioning"):
+        positive, negative, latent = T2VI2VGenXLConditioning().encode(
+            positive, negative, clip, vae, image, settings.width, settings.height, settings.frames,
+            settings.target_fps, settings.seed)
+    with probe.stage("T2VSampler"):
+        latent = T2VSampler().sample(model, positive, negative, latent, settings.seed, settings.steps, settings.cfg,
+                                     settings.sampler, "normal", 1.0)[0]
+    with probe.stage("T2VVAEDecode"):
+        return T2VVAEDecode().decode(vae, latent, settings.frames_per_batch)[0]
+
+
+def reference(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
+    from diffusers import I2VGenXLPipeline
+    from PIL import Image
+
+    model, clip, vae = handles
+    (tokenizer, text_encoder), (feature_extractor, image_encoder) = clip.encoders
+    image = picture(settings.height + 24, settings.width + 40)
+    pil = Image.fromarray((image[0] * 255).round().to(torch.uint8).numpy())
+    if not hasattr(text_encoder, "text_model"):  # the pipeline reads `text_model.final_layer_norm` (transformers 4)
+        object.__setattr__(text_encoder, "text_model", SimpleNamespace(final_layer_norm=text_encoder.final_layer_norm))
+    with probe.stage("I2VGenXLPipeline"):
+        pipe = I2VGenXLPipeline(vae=vae.vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                image_encoder=image_encoder, feature_extractor=feature_extractor, unet=model.unet,
+                                scheduler=models.build_scheduler(settings.sampler, "normal", model.scheduler_config))
+        pipe.set_progress_bar_config(disable=True)
+        torch.manual_seed(settings.seed)  # the image's posterior sample comes from the global generator
+        video = pipe(models.PROMPT, image=pil, negative_prompt=models.NEGATIVE_PROMPT, num_frames=settings.frames,
+                     height=settings.height, width=settings.width, target_fps=settings.target_fps,
+                     num_inference_steps=settings.steps, guidance_scale=settings.cfg,
+                     generator=models.seeded(settings.seed), output_type="pt").frames
+    return models.reference_frames(video)
+
+
+def variants(args) -> dict[str, tuple[common.Call, Settings]]:
+    settings = Settings(args.frames, args.width, args.height, args.steps, args.cfg, args.target_fps, args.sampler,
+                        args.seed, args.frames_per_batch)
+    return {"pack": (pack, settings), "reference": (reference, settings)}
+
+
+def main() -> None:
+    parser = common.argument_parser(__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--height", type=int, default=96)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--cfg", type=float, default=9.0)
+    parser.add_argument("--target-fps", type=int, default=16)
+    parser.add_argument("--sampler", default="ddim", help="a T2VSampler sampler_name")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--frames-per-batch", type=int, default=1, help="T2VVAEDecode's frames_per_batch")
+    parser.add_argument("--rounds", type=int, default=3, help="measured calls per side")
+    args = parser.parse_args()
+    device = common.configure(args)
+    if args.worker:
+        common.run_worker(args, device, load_model(MODEL, "float32"), variants(args))
+        return
+
+    common.print_environment(args, device)
+    print(f"I2VGen-XL image-to-video, {args.frames} frames {args.width}x{args.height}, {args.steps} steps, "
+          f"cfg {args.cfg}, target fps {args.target_fps}, {args.sampler}, decoding {args.frames_per_batch} frame(s) "
+          "at a time")
+    with common.data_folder() as data_dir:
+        print(save_model(data_dir))
+        measured = common.measure(data_dir, device, list(variants(args)), args.rounds, keep_outputs=True)
+        common.print_report(measured, "pack", "reference")
+    print(f"load average at the end: {common.load_average()}")
+
+
+if __name__ == "__main__":
+    main()
