@@ -1,19 +1,27 @@
-"""The built-in tiny models: random-weight models of the real architectures, built offline.
+"""The built-in models: small models of the real architectures that run offline.
 
 `builtin:tiny-text2video` has a ModelScope/zeroscope-style 3D UNet, `builtin:tiny-sd15` a Stable
 Diffusion 1.5-style 2D UNet (for Text2Video-Zero), `builtin:tiny-sdxl` an SDXL-style one (two text
 encoders, pooled text embedding and time ids), `builtin:tiny-ip2p` an InstructPix2Pix-style one (8 input
 channels), `builtin:tiny-svd` a Stable Video Diffusion-style one (spatio-temporal UNet, CLIP image encoder,
 temporal-decoder VAE, v-prediction Euler with Karras sigmas), `builtin:tiny-i2vgen-xl` an I2VGen-XL-style one (3D
-UNet, CLIP text and image encoders). All are built deterministically on first use,
-saved as an ordinary diffusers folder (safetensors weights; the tokenizer as `vocab.json` +
-`merges.txt` so every transformers version reads it) and then loaded like any other model.
-Their videos are noise: they exist so that workflows, the demo and the tests run anywhere in seconds.
+UNet, CLIP text and image encoders). They have random weights, built deterministically on first use: their
+videos are noise; they exist so that workflows and the parity tests run anywhere in seconds.
+
+`builtin:micro-text2video` (3D UNet) and `builtin:micro-sd` (2D UNet, for Text2Video-Zero) are trained on
+the micro world of `tools/microworld.py` (coloured shapes moving left/right/up/down, 64x64) by
+`tools/train_micro.py`; their weights ship with the pack in `models/micro/` and share one VAE and one
+text encoder. They draw the prompt's object, and the quality tests measure them.
+
+Every built-in is assembled on first use into an ordinary diffusers folder in a writable cache
+(safetensors weights; the tokenizer as `vocab.json` + `merges.txt` so every transformers version reads
+it) and then loaded like any other model.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -70,6 +78,8 @@ def _unet_i2vgen():
         sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
         down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
         cross_attention_dim=TEXT_WIDTH, attention_head_dim=8, norm_num_groups=8)
+
+
 def _unet_svd():
     from diffusers import UNetSpatioTemporalConditionModel
 
@@ -83,6 +93,9 @@ def _unet_svd():
 def _vae_temporal(scaling_factor: float):
     return _vae(scaling_factor, temporal=True)
 
+
+MICRO_DIR = Path(__file__).resolve().parent / "micro"
+"""The trained micro models' weights: `vae/`, `text_encoder/`, `tokenizer/`, `unet3d/`, `unet2d/`."""
 
 _CLIP = (("tokenizer", "text_encoder", "CLIPTextModel", "<|endoftext|>"),)
 _SDXL_CLIPS = (*_CLIP, ("tokenizer_2", "text_encoder_2", "CLIPTextModelWithProjection", "!"))
@@ -106,7 +119,12 @@ BUILTINS = {
                                      "interpolation_type": "linear", "timestep_spacing": "leading"}},
     "tiny-i2vgen-xl": {"pipeline": "I2VGenXLPipeline", "unet": ("I2VGenXLUNet", _unet_i2vgen),
                        "scheduler": "DDIMScheduler", "image_encoder": True},
+    "micro-text2video": {"pipeline": "TextToVideoSDPipeline", "unet": ("UNet3DConditionModel", "unet3d"),
+                         "scheduler": "DDIMScheduler"},
+    "micro-sd": {"pipeline": "StableDiffusionPipeline", "unet": ("UNet2DConditionModel", "unet2d"),
+                 "scheduler": "DDIMScheduler"},
 }
+MICRO_SHARED = ("vae", "text_encoder", "tokenizer")
 
 
 def builtin_names() -> list[str]:
@@ -215,28 +233,44 @@ def _activate_zero_layers(model: torch.nn.Module) -> None:
             param.data.normal_(0.0, 0.5 / fan_in**0.5)
 
 
+def _micro_digest(unet_part: str) -> str:
+    """A short hash of the shipped weights a micro model is made of: retrained weights get a new cache folder."""
+    digest = hashlib.sha256(json.dumps(_SCHEDULER, sort_keys=True).encode())
+    for part in (*MICRO_SHARED, unet_part):
+        for path in sorted((MICRO_DIR / part).iterdir()):
+            digest.update(f"{part}/{path.name}".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def _build(name: str, folder: Path) -> None:
     recipe = BUILTINS[name]
     unet_class, make_unet = recipe["unet"]
     text = recipe.get("text", _CLIP)
     index = {"_class_name": recipe["pipeline"], "unet": ["diffusers", unet_class]}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RECIPE_VERSION)
-        components = [("unet", make_unet())]
-        for tokenizer, encoder, encoder_class, pad_token in text:
-            vocab_size = write_tokenizer(folder / tokenizer, pad_token=pad_token)
-            components.append((encoder, _text_encoder(encoder_class, vocab_size)))
-            index.update({tokenizer: ["transformers", "CLIPTokenizer"], encoder: ["transformers", encoder_class]})
-        vae_class, make_vae = recipe.get("vae", ("AutoencoderKL", _vae))
-        components.append(("vae", make_vae(recipe.get("vae_scaling_factor", 0.18215))))
-        if recipe.get("image_encoder"):
-            components.append(("image_encoder", _image_encoder()))
-            _write_image_processor(folder / "feature_extractor")
-            index.update({"image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
-                          "feature_extractor": ["transformers", "CLIPImageProcessor"]})
-        for component, model in components:
-            _activate_zero_layers(model)
-            model.save_pretrained(folder / component, safe_serialization=True)
+    vae_class, make_vae = recipe.get("vae", ("AutoencoderKL", _vae))
+    if isinstance(make_unet, str):  # a trained micro model: its shipped weights
+        for component, part in {**{part: part for part in MICRO_SHARED}, "unet": make_unet}.items():
+            shutil.copytree(MICRO_DIR / part, folder / component)
+        index.update({"tokenizer": ["transformers", "CLIPTokenizer"],
+                      "text_encoder": ["transformers", "CLIPTextModel"]})
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RECIPE_VERSION)
+            components = [("unet", make_unet())]
+            for tokenizer, encoder, encoder_class, pad_token in text:
+                vocab_size = write_tokenizer(folder / tokenizer, pad_token=pad_token)
+                components.append((encoder, _text_encoder(encoder_class, vocab_size)))
+                index.update({tokenizer: ["transformers", "CLIPTokenizer"], encoder: ["transformers", encoder_class]})
+            components.append(("vae", make_vae(recipe.get("vae_scaling_factor", 0.18215))))
+            if recipe.get("image_encoder"):
+                components.append(("image_encoder", _image_encoder()))
+                _write_image_processor(folder / "feature_extractor")
+                index.update({"image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+                              "feature_extractor": ["transformers", "CLIPImageProcessor"]})
+            for component, model in components:
+                _activate_zero_layers(model)
+                model.save_pretrained(folder / component, safe_serialization=True)
     (folder / "scheduler").mkdir()
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(
         {"_class_name": recipe["scheduler"], **_SCHEDULER, **recipe.get("scheduler_extra", {})}, indent=1))
@@ -246,13 +280,15 @@ def _build(name: str, folder: Path) -> None:
 
 def ensure_builtin(name: str, cache_dir: Path) -> Path:
     """The folder of built-in model `name` (without prefix), building it on first use."""
-    return build_once(cache_dir, name, "model_index.json", lambda staging: _build(name, staging))
+    unet_source = BUILTINS[name]["unet"][1]
+    version = _micro_digest(unet_source) if isinstance(unet_source, str) else f"v{RECIPE_VERSION}"
+    return build_once(cache_dir, name, "model_index.json", lambda staging: _build(name, staging), version)
 
 
-def build_once(cache_dir: Path, name: str, marker: str, build) -> Path:
-    """`cache_dir/<name>-v<recipe>`, made by `build(staging folder)` unless it exists (has `marker`): built aside
+def build_once(cache_dir: Path, name: str, marker: str, build, version: str = f"v{RECIPE_VERSION}") -> Path:
+    """`cache_dir/<name>-<version>`, made by `build(staging folder)` unless it exists (has `marker`): built aside
     and renamed into place, so a crash or a concurrent build never leaves a half-written folder."""
-    folder = cache_dir / f"{name}-v{RECIPE_VERSION}"
+    folder = cache_dir / f"{name}-{version}"
     if (folder / marker).is_file():
         return folder
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,8 @@ from ..models.loading import DTYPE_CHOICES, available_models, load_model
 class T2VModelLoader:
     DESCRIPTION = ("Loads a diffusers text-to-video model (ModelScope, zeroscope: 3D UNet) or a Stable Diffusion "
                    "model (2D UNet, for Text2Video-Zero) from models/text2video or models/diffusers. "
-                   "The builtin: models are tiny random-weight models that produce noise, for trying workflows.")
+                   "builtin:micro-* are small models trained on coloured shapes moving (64x64, prompts like 'a red "
+                   "circle moving right'); builtin:tiny-* have random weights and produce noise, for trying workflows.")
     CATEGORY = "Text2Video/loaders"
     RETURN_TYPES = ("T2V_MODEL", "T2V_CLIP", "T2V_VAE")
     RETURN_NAMES = ("model", "clip", "vae")
@@ -19,7 +20,7 @@ class T2VModelLoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "model_name": (available_models(), {"tooltip": "A diffusers folder (with model_index.json) in "
-                                                "models/text2video or models/diffusers, or a built-in tiny model."}),
+                                                "models/text2video or models/diffusers, or a built-in model."}),
             "dtype": (list(DTYPE_CHOICES), {"default": "auto", "tooltip": "Weight precision. auto: float16 on "
                                             "GPUs, float32 on the CPU."}),
         }}

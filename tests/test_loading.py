@@ -45,7 +45,8 @@ def test_lists_builtins_and_folders_by_relative_path(models_dir, builtin_folder)
     (models_dir / "text2video" / "not-a-model").mkdir()
     names = available_models()
     builtins = ["builtin:tiny-text2video", "builtin:tiny-sd15", "builtin:tiny-sdxl", "builtin:tiny-ip2p",
-                "builtin:tiny-svd", "builtin:tiny-i2vgen-xl"]
+                "builtin:tiny-svd", "builtin:tiny-i2vgen-xl",
+                "builtin:micro-text2video", "builtin:micro-sd"]
     assert names[:len(builtins)] == builtins
     assert set(names) - set(builtin_names()) == {"org/zeroscope-like", "mine"}
 

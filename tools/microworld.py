@@ -22,7 +22,7 @@ HELD_OUT = (("blue", "triangle", "up"), ("yellow", "square", "left"))
 """Combinations never shown in training (nor used by the tests): the model must compose them from the parts."""
 
 _SUPERSAMPLE = 4
-_OBJECT_DISTANCE = 60.0  # how far (RGB, 0..255) a pixel must be from the background to count as the object
+OBJECT_DISTANCE = 60.0  # how far (RGB, 0..255) a pixel must be from the background to count as the object
 
 
 def caption(colour: str | None, shape: str | None, direction: str | None) -> str:
@@ -108,7 +108,7 @@ class ObjectReading:
 def read_object(frame: np.ndarray) -> ObjectReading:
     """Read a frame (`[H, W, 3]`, uint8 or float in 0..1): the pixels far from the background are the object."""
     pixels = frame.astype(np.float64) * (255.0 if frame.dtype != np.uint8 else 1.0)
-    mask = np.linalg.norm(pixels - np.array(BACKGROUND), axis=-1) > _OBJECT_DISTANCE
+    mask = np.linalg.norm(pixels - np.array(BACKGROUND), axis=-1) > OBJECT_DISTANCE
     area = float(mask.mean())
     if not mask.any():
         return ObjectReading(area, None, None, None)

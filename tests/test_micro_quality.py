@@ -1,0 +1,147 @@
+"""What users see, on the trained micro models: measured on the frames, the way a viewer would judge them.
+
+The micro world (`tools/microworld.py`) is one coloured shape moving over a plain background, so a frame can be
+read like a viewer reads it: which colour the object has, where its centre is. The held-out combinations of the
+world (`microworld.HELD_OUT`) are neither trained on nor used here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from comfyui_text2video.nodes import NODE_CLASS_MAPPINGS as NODES
+from comfyui_text2video.samplers.schedulers import SAMPLER_NAMES
+from comfyui_text2video.tools import microworld as world
+
+STEPS = 8
+V2V_STRENGTH = 0.7
+"""At 0.5 the micro model keeps the clip's colour; 0.7 recolours it and keeps the track."""
+
+
+@pytest.fixture(scope="session")
+def micro_t2v(data_dir):
+    from comfyui_text2video.models.loading import load_model
+
+    return load_model("builtin:micro-text2video", "float32")
+
+
+@pytest.fixture(scope="session")
+def micro_sd(data_dir):
+    from comfyui_text2video.models.loading import load_model
+
+    return load_model("builtin:micro-sd", "float32")
+
+
+def encode(clip, text: str):
+    return NODES["T2VTextEncode"]().encode(clip, text)[0]
+
+
+def decode(vae, latent) -> np.ndarray:
+    return NODES["T2VVAEDecode"]().decode(vae, latent)[0].numpy()
+
+
+def text2video(handles, prompt: str, negative: str = "", seed: int = 0, steps: int = STEPS, cfg: float = 7.0,
+               sampler: str = "ddim", **split) -> np.ndarray:
+    model, clip, vae = handles
+    empty = NODES["T2VEmptyLatentVideo"]().create(64, 64, world.FRAMES, 1)[0]
+    sampler_node = NODES["T2VSampler"]()
+    args = (model, encode(clip, prompt), encode(clip, negative))
+    if not split:
+        return decode(vae, sampler_node.sample(*args, empty, seed, steps, cfg, sampler, "normal", 1.0)[0])
+    first = sampler_node.sample(*args, empty, seed, steps, cfg, sampler, "normal", 1.0, end_step=split["at"],
+                                return_with_leftover_noise=True)[0]
+    return decode(vae, sampler_node.sample(*args, first, seed, steps, cfg, sampler, "normal", 1.0,
+                                           start_step=split["at"], add_noise=False)[0])
+
+
+def readings(frames: np.ndarray) -> list[world.ObjectReading]:
+    return [world.read_object(frame) for frame in frames]
+
+
+def colour_of(frames: np.ndarray) -> str | None:
+    """The colour most frames show."""
+    colours = [r.colour for r in readings(frames)]
+    return max(set(colours), key=colours.count)
+
+
+def colour_error(frames: np.ndarray, colour: str) -> float:
+    """How far (RGB, 0..255) the object's mean colour is from the palette's `colour`, averaged over the frames."""
+    return float(np.mean([np.linalg.norm(np.array(r.mean_rgb) - world.COLOURS[colour]) for r in readings(frames)]))
+
+
+def assert_shows(frames: np.ndarray, colour: str, direction: str | None = None, min_travel: float = 8.0) -> None:
+    """One object of `colour` in every frame, never jumping by its size (and, given `direction`, moving that way)."""
+    seen = readings(frames)
+    assert all(0.02 < r.area < 0.3 for r in seen), f"not one object per frame: areas {[r.area for r in seen]}"
+    assert [r.colour for r in seen].count(colour) >= len(seen) - 1, f"colours {[r.colour for r in seen]}"
+    track = np.array([r.centroid for r in seen])
+    jumps = np.linalg.norm(np.diff(track, axis=0), axis=1)
+    assert jumps.max() < 16.0, f"the object jumps between frames: {jumps.round(1)}"
+    if direction:
+        moved, travel = world.motion_direction(seen)
+        assert (moved, travel > min_travel) == (direction, True), f"moved {moved} by {travel:.1f}px"
+
+
+@pytest.mark.parametrize("colour, shape, direction", [
+    ("red", "circle", "right"), ("green", "square", "up"), ("blue", "circle", "left"), ("yellow", "triangle", "down"),
+])
+def test_the_object_has_the_prompts_colour(micro_t2v, colour, shape, direction):
+    assert_shows(text2video(micro_t2v, world.caption(colour, shape, direction)), colour)
+
+
+@pytest.mark.parametrize("sampler", SAMPLER_NAMES)
+def test_every_sampler_makes_a_recognisable_video(micro_t2v, sampler):
+    assert_shows(text2video(micro_t2v, "a green circle moving right", sampler=sampler, seed=1), "green")
+
+
+def test_a_split_run_makes_the_same_recognisable_video(micro_t2v):
+    whole = text2video(micro_t2v, "a blue square moving down", seed=2, sampler="dpmpp_2m")
+    split = text2video(micro_t2v, "a blue square moving down", seed=2, sampler="dpmpp_2m", at=3)
+    assert_shows(split, "blue")
+    np.testing.assert_allclose(split, whole, atol=1e-4)
+
+
+def test_a_negative_prompt_steers_away_from_what_it_names(micro_t2v):
+    # Without a colour in the prompt the model picks one; naming that colour in the negative prompt changes it.
+    picked = colour_of(text2video(micro_t2v, "a circle moving left", seed=4))
+    avoided = text2video(micro_t2v, "a circle moving left", negative=f"a {picked} circle", seed=4)
+    assert colour_of(avoided) != picked
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_lower_cfg_follows_the_prompt_less(micro_t2v, seed):
+    # Without guidance (cfg 1) the object is fainter and its colour further from the prompt's.
+    prompt = "a green square moving up"
+    unguided, guided = (text2video(micro_t2v, prompt, seed=seed, cfg=cfg) for cfg in (1.0, 7.0))
+    assert colour_error(unguided, "green") > colour_error(guided, "green") + 3.0
+    assert np.mean([r.area for r in readings(unguided)]) < 0.85 * np.mean([r.area for r in readings(guided)])
+
+
+def test_video_to_video_recolours_and_keeps_the_track(micro_t2v):
+    # A green circle moving right, made yellow by the prompt; it keeps its place within less than its radius.
+    model, clip, vae = micro_t2v
+    source = world.make_clip("green", "circle", "right", np.random.default_rng(6))
+    images = torch.from_numpy(source.frames).float() / 255.0
+    latent = NODES["T2VVideoToVideo"]().refine(model, encode(clip, "a yellow circle moving right"), encode(clip, ""),
+                                               vae, images, 5, 10, 7.0, "ddim", "normal", V2V_STRENGTH)[0]
+    frames = decode(vae, latent)
+    assert_shows(frames, "yellow", "right")
+    track = np.array([r.centroid for r in readings(frames)])
+    assert np.abs(track - np.array(source.centres)).max() < 8.0
+
+
+@pytest.mark.parametrize("prompt, colour, motion, direction, seed", [
+    ("a yellow square", "yellow", (-24.0, 0.0), "right", 0), ("a red circle", "red", (24.0, 0.0), "left", 0),
+    ("a blue square", "blue", (0.0, -24.0), "down", 1),
+])
+def test_text2video_zero_moves_the_object_with_the_motion_field(micro_sd, prompt, colour, motion, direction, seed):
+    # -24 on the 512 grid is 3 pixels a frame at 64x64: 21 pixels over the clip.
+    model, clip, vae = micro_sd
+    latent = NODES["T2VText2VideoZero"]().generate(model, encode(clip, prompt), encode(clip, ""), seed, 12, 7.0,
+                                                   "ddim", "normal", 64, 64, world.FRAMES, *motion, 4, 7, 0)[0]
+    frames = decode(vae, latent)
+    assert_shows(frames, colour, direction, min_travel=15.0)
+    means = np.array([r.mean_rgb for r in readings(frames)])
+    assert np.abs(means - means[0]).max() < 15.0, "the object's colour flickers"
