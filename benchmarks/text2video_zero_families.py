@@ -24,7 +24,20 @@ Method as in `text2video.py` (details in `common.py`): each measured call in a f
 warm-up, variants alternating, medians; peak memory above what was in use before the call, on CPU as the
 RSS peak with glibc's allocator as it comes and as the live peak (glibc returning freed blocks at once).
 
-Run: `python benchmarks/text2video_zero_families.py` (about 25 minutes on a busy 2-core machine; `--paths sdxl ip2p`
+Measured (2 cores shared with other work at a load of 7-9, 1 torch thread, float32, 8 frames 128x128, cfg 7.5, ddim,
+3 rounds; pack / reference, medians):
+
+    path                    wall time  CPU time  RSS peak  live peak  outputs: max abs difference
+    sdxl (12 steps)              1.10      1.02      0.91       0.95  1.4e-06
+    controlnet (10 steps)        1.26      0.92      0.98       0.89  1.6e-06
+    ip2p (10 steps)              1.34      1.04      0.98       0.96  1.6e-06
+    ip2p-chunked: 32 frames in chunks of 8 / 8 frames: RSS peak 1.08, live peak 1.06 (CPU time 4.41, 5 chunks)
+
+At that load a process got 20-40% of a core, so the wall times scatter (the fastest-run ratios were 0.99, 1.73
+and 1.20); the CPU times are the figure to read. The same InstructPix2Pix calls alternated in one process
+(3 steps) took 33.0 s (pack) and 41.5 s (reference) wall, medians of three, at about equal CPU time (7.2 s).
+
+Run: `python benchmarks/text2video_zero_families.py` (about 55 minutes on a busy 2-core machine; `--paths sdxl ip2p`
 runs some of them).
 """
 

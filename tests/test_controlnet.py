@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from reference_pipelines import generator, reference_scheduler
 from test_text2video_zero import NEGATIVE, PROMPT, decode, encode
 
 from comfyui_text2video.errors import NodeInputError
-from comfyui_text2video.models.controlnet import load_controlnet
+from comfyui_text2video.models.controlnet import ControlNetHandle, load_controlnet
 from comfyui_text2video.nodes.controlnet import T2VApplyControlNet, T2VControlNetLoader
 from comfyui_text2video.nodes.latent import T2VEmptyLatentVideo
 from comfyui_text2video.nodes.sampling import T2VSampler
@@ -22,6 +23,20 @@ WIDTH, HEIGHT, FRAMES = 64, 48, 3
 @pytest.fixture(scope="session")
 def tiny_controlnet(data_dir):
     return T2VControlNetLoader().load("builtin:tiny-controlnet")[0]
+
+
+@pytest.fixture(scope="module")
+def reactive_controlnet(tiny_controlnet):
+    """The tiny ControlNet with a control-image encoder that passes its image on (He-scaled random weights, gain 4).
+    The built-in's random encoder flattens what it sees: its control frames change the video's frames by ~1e-5, too
+    little for a parity test to notice a frame getting another frame's control image."""
+    module = copy.deepcopy(tiny_controlnet.module)
+    encoder = module.controlnet_cond_embedding
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for conv in (encoder.conv_in, *encoder.blocks, encoder.conv_out):
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * (4 / conv.weight[0].numel()) ** 0.5)
+    return ControlNetHandle("reactive", module, tiny_controlnet.device)
 
 
 def control_frames(frames=FRAMES, seed=0):
@@ -92,6 +107,14 @@ def test_controlnet_graph_equals_the_seed_recipe(tiny_sd, tiny_controlnet, sampl
     assert (ours - expected).abs().max() < 1e-3
     uncontrolled = graph(tiny_sd, [(tiny_controlnet, images, 0.0, 0.0, 1.0)], sampler=sampler, steps=steps)
     assert (ours - uncontrolled).abs().max() > 1e-2  # the control frames change the video
+
+
+def test_each_frame_follows_its_own_control_frame_as_in_the_seed_recipe(tiny_sd, reactive_controlnet):
+    images = control_frames()
+    ours = graph(tiny_sd, [(reactive_controlnet, images, 1.0, 0.0, 1.0)], sampler="ddim", steps=4)
+    expected = reference(tiny_sd, reactive_controlnet, images, sampler="ddim", steps=4)
+    assert (ours - expected).abs().max() < 1e-3
+    assert min((ours[i] - ours[0]).abs().max() for i in range(1, FRAMES)) > 0.05  # same noise, own control frame
 
 
 def test_one_control_frame_serves_every_frame_and_two_controlnets_stack(tiny_sd, tiny_controlnet):
