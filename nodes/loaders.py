@@ -7,8 +7,9 @@ from ..models.loading import DTYPE_CHOICES, available_models, load_model
 
 
 class T2VModelLoader:
-    DESCRIPTION = ("Loads a diffusers text-to-video model (ModelScope, zeroscope: 3D UNet) or a Stable Diffusion "
-                   "model (2D UNet, for Text2Video-Zero) from models/text2video or models/diffusers. "
+    DESCRIPTION = ("Loads a diffusers model folder from models/text2video or models/diffusers: text-to-video "
+                   "(ModelScope, zeroscope), Stable Diffusion 1.x/2.x and SDXL (for Text2Video-Zero and AnimateDiff), "
+                   "InstructPix2Pix, I2VGen-XL or Stable Video Diffusion. "
                    "builtin:micro-* are small models trained on coloured shapes moving (64x64, prompts like 'a red "
                    "circle moving right'); builtin:tiny-* have random weights and produce noise, for trying workflows.")
     CATEGORY = "Text2Video/loaders"
