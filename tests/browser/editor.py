@@ -184,12 +184,21 @@ class Editor:
         """Double-click the empty canvas, type `query`, pick `display_name`; the new node's id.
 
         The node is then moved to `position` (graph coordinates), away from where the next double-click goes."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
         before = set(self.evaluate("() => app.graph.nodes.map((n) => n.id)"))
         box = self.page.locator("#graph-canvas").bounding_box()
-        self.page.mouse.dblclick(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.75)
-        self.page.keyboard.type(query, delay=20)
         option = self.page.get_by_role("option").filter(has_text=display_name).first
-        option.wait_for(timeout=15_000)
+        for attempt in range(2):  # on a busy machine the search box can miss the first keystrokes: open it again
+            self.page.mouse.dblclick(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.75)
+            self.page.keyboard.type(query, delay=20)
+            try:
+                option.wait_for(timeout=15_000)
+                break
+            except PlaywrightTimeout:
+                if attempt:
+                    raise
+                self.page.keyboard.press("Escape")
         option.click()
         self.page.wait_for_function("(count) => app.graph.nodes.length > count", arg=len(before), timeout=10_000)
         [added] = set(self.evaluate("() => app.graph.nodes.map((n) => n.id)")) - before
