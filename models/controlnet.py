@@ -4,17 +4,13 @@ built-in `builtin:tiny-controlnet` for `builtin:tiny-sd15`."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .. import bridge
-from ..errors import ModelLoadError
-from .builtin import BUILTIN_PREFIX, RECIPE_VERSION, TEXT_WIDTH, _activate_zero_layers
+from .builtin import RECIPE_VERSION, TEXT_WIDTH, _activate_zero_layers, build_once
+from .component_folders import ComponentKind
 from .handles import _Managed
 from .loading import _load_component, _read_json, resolve_dtype
 
@@ -44,30 +40,6 @@ class ControlSpec:
     end: float
 
 
-def _is_controlnet(folder: Path) -> bool:
-    config = folder / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        return json.loads(config.read_text(encoding="utf-8")).get("_class_name") == CONTROLNET_CLASS
-    except (OSError, ValueError):
-        return False
-
-
-def available_controlnets() -> list[str]:
-    """`controlnet_name` choices: the built-ins, then every ControlNet folder by its path relative to its root."""
-    found = set()
-    for root in bridge.controlnet_roots():
-        if not root.is_dir():
-            continue
-        for dirpath, dirnames, _files in os.walk(root, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            if _is_controlnet(Path(dirpath)):
-                found.add(Path(dirpath).relative_to(root).as_posix())
-                dirnames.clear()
-    return [BUILTIN_PREFIX + name for name in BUILTIN_CONTROLNETS] + sorted(found)
-
-
 def _tiny_controlnet():
     from diffusers import ControlNetModel
 
@@ -77,46 +49,22 @@ def _tiny_controlnet():
         attention_head_dim=8, conditioning_embedding_out_channels=(8, 8, 16, 16))
 
 
-def _builtin_folder(name: str) -> Path:
-    """The built-in ControlNet's folder, built on first use (its zero-initialised convolutions made non-zero)."""
-    cache = bridge.builtin_cache_dir()
-    folder = cache / f"{name}-v{RECIPE_VERSION}"
-    if (folder / "config.json").is_file():
-        return folder
-    cache.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache))
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RECIPE_VERSION)
-            model = _tiny_controlnet()
-            _activate_zero_layers(model)
-        model.save_pretrained(staging, safe_serialization=True)
-        os.replace(staging, folder)
-    except OSError:
-        if not (folder / "config.json").is_file():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+def _build_tiny_controlnet(folder: Path) -> None:
+    """The built-in ControlNet, its zero-initialised convolutions made non-zero."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RECIPE_VERSION)
+        model = _tiny_controlnet()
+        _activate_zero_layers(model)
+    model.save_pretrained(folder, safe_serialization=True)
 
 
-def resolve_controlnet_folder(name: str) -> Path:
-    if name.startswith(BUILTIN_PREFIX):
-        builtin = name[len(BUILTIN_PREFIX):]
-        if builtin not in BUILTIN_CONTROLNETS:
-            raise ModelLoadError(f"unknown built-in ControlNet '{name}'; built-ins are "
-                                 f"{', '.join(BUILTIN_PREFIX + n for n in BUILTIN_CONTROLNETS)}")
-        return _builtin_folder(builtin)
-    parts = Path(name).parts
-    if not parts or Path(name).is_absolute() or ".." in parts or Path(name).drive:
-        raise ModelLoadError(f"ControlNet name '{name}' points outside the controlnet folder: use a path relative "
-                             "to models/controlnet")
-    for root in bridge.controlnet_roots():
-        if _is_controlnet(root / name):
-            return root / name
-    folders = ", ".join(str(root) for root in bridge.controlnet_roots())
-    raise ModelLoadError(f"no ControlNet named '{name}': put a diffusers ControlNet folder (config.json with "
-                         f"_class_name {CONTROLNET_CLASS}, and its weights) into {folders}")
+CONTROLNETS = ComponentKind(
+    noun="ControlNet", class_name=CONTROLNET_CLASS, diffusers_name="ControlNet",
+    folder_phrase="the controlnet folder", relative_to="models/controlnet", roots=lambda: bridge.controlnet_roots(),
+    builtins=BUILTIN_CONTROLNETS,
+    build_builtin=lambda name: build_once(bridge.builtin_cache_dir(), name, "config.json", _build_tiny_controlnet))
+available_controlnets = CONTROLNETS.available
+resolve_controlnet_folder = CONTROLNETS.resolve
 
 
 _loaded: dict[tuple, ControlNetHandle] = {}

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
-import os
 from pathlib import Path
 
 import torch
 
 from .. import bridge
-from ..errors import ModelLoadError
-from .builtin import BUILTIN_PREFIX, RECIPE_VERSION, _activate_zero_layers, build_once
+from .builtin import RECIPE_VERSION, _activate_zero_layers, build_once
+from .component_folders import ComponentKind
 from .families.animatediff import ANIMATEDIFF
 from .families.sd import STABLE_DIFFUSION
 from .handles import ModelHandle, _Managed
@@ -35,25 +33,6 @@ class MotionAdapterHandle(_Managed):
     managed: bridge.ManagedModule | None = None
 
 
-def _is_adapter(folder: Path) -> bool:
-    try:
-        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("_class_name") == ADAPTER_CLASS
-    except (OSError, ValueError):
-        return False
-
-
-def available_motion_adapters() -> list[str]:
-    """`adapter_name` choices: the built-ins, then every MotionAdapter folder by its path relative to its root."""
-    found = set()
-    for root in bridge.motion_adapter_roots():
-        for dirpath, dirnames, _files in os.walk(root, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            if _is_adapter(Path(dirpath)):
-                found.add(Path(dirpath).relative_to(root).as_posix())
-                dirnames.clear()
-    return [BUILTIN_PREFIX + name for name in BUILTIN_ADAPTERS] + sorted(found)
-
-
 def _build_tiny_adapter(folder: Path) -> None:
     from diffusers import MotionAdapter
 
@@ -65,23 +44,13 @@ def _build_tiny_adapter(folder: Path) -> None:
     adapter.save_pretrained(folder, safe_serialization=True)
 
 
-def resolve_motion_adapter_folder(name: str) -> Path:
-    if name.startswith(BUILTIN_PREFIX):
-        builtin = name[len(BUILTIN_PREFIX):]
-        if builtin not in BUILTIN_ADAPTERS:
-            raise ModelLoadError(f"unknown built-in motion adapter '{name}'; built-ins are "
-                                 f"{', '.join(BUILTIN_PREFIX + n for n in BUILTIN_ADAPTERS)}")
-        return build_once(bridge.builtin_cache_dir(), builtin, "config.json", _build_tiny_adapter)
-    parts = Path(name).parts
-    if not parts or Path(name).is_absolute() or ".." in parts or Path(name).drive:
-        raise ModelLoadError(f"motion adapter name '{name}' points outside the motion models folder: use a path "
-                             f"relative to models/{bridge.MOTION_ADAPTER_FOLDER}")
-    for root in bridge.motion_adapter_roots():
-        if _is_adapter(root / name):
-            return root / name
-    folders = ", ".join(str(root) for root in bridge.motion_adapter_roots())
-    raise ModelLoadError(f"no motion adapter named '{name}': put a diffusers MotionAdapter folder (config.json with "
-                         f"_class_name {ADAPTER_CLASS}, and its weights) into {folders}")
+MOTION_ADAPTERS = ComponentKind(
+    noun="motion adapter", class_name=ADAPTER_CLASS, diffusers_name="MotionAdapter",
+    folder_phrase="the motion models folder", relative_to=f"models/{bridge.MOTION_ADAPTER_FOLDER}",
+    roots=lambda: bridge.motion_adapter_roots(), builtins=BUILTIN_ADAPTERS,
+    build_builtin=lambda name: build_once(bridge.builtin_cache_dir(), name, "config.json", _build_tiny_adapter))
+available_motion_adapters = MOTION_ADAPTERS.available
+resolve_motion_adapter_folder = MOTION_ADAPTERS.resolve
 
 
 _loaded: dict[tuple, MotionAdapterHandle] = {}
