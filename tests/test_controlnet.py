@@ -63,30 +63,52 @@ def cross_frame_processors(*modules):
 
 
 def reference(handles, controlnet, images, *, sampler, steps, strength=1.0, start=0.0, end=1.0, seed=7):
+    """StableDiffusionControlNetPipeline with the Text2Video-Zero processors; `controlnet`, `images`,
+    `strength`, `start` and `end` may be lists (a MultiControlNetModel, per-ControlNet windows)."""
     from diffusers import StableDiffusionControlNetPipeline
 
     model, clip, vae = handles
+    modules = [c.module for c in controlnet] if isinstance(controlnet, list) else controlnet.module
     pipe = StableDiffusionControlNetPipeline(
         vae=vae.vae, text_encoder=clip.text_encoder, tokenizer=clip.tokenizer, unet=model.unet,
-        controlnet=controlnet.module, scheduler=reference_scheduler(sampler, "normal", model.scheduler_config),
+        controlnet=modules, scheduler=reference_scheduler(sampler, "normal", model.scheduler_config),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
+    frames = (images[0] if isinstance(images, list) else images).shape[0]
+    control_images = [i.permute(0, 3, 1, 2) for i in images] if isinstance(images, list) else images.permute(0, 3, 1, 2)
     gen = generator(seed)
-    latents = torch.randn((1, 4, HEIGHT // 8, WIDTH // 8), generator=gen).repeat(images.shape[0], 1, 1, 1)
-    with cross_frame_processors(model.unet, controlnet.module):
-        video = pipe(prompt=[PROMPT] * images.shape[0], negative_prompt=[NEGATIVE] * images.shape[0],
-                     image=images.permute(0, 3, 1, 2), latents=latents, generator=gen, num_inference_steps=steps,
+    latents = torch.randn((1, 4, HEIGHT // 8, WIDTH // 8), generator=gen).repeat(frames, 1, 1, 1)
+    with cross_frame_processors(model.unet, *(modules if isinstance(modules, list) else [modules])):
+        video = pipe(prompt=[PROMPT] * frames, negative_prompt=[NEGATIVE] * frames,
+                     image=control_images, latents=latents, generator=gen, num_inference_steps=steps,
                      guidance_scale=7.5, controlnet_conditioning_scale=strength, control_guidance_start=start,
                      control_guidance_end=end, output_type="pt").images
     return torch.as_tensor(video).permute(0, 2, 3, 1)
 
 
-def graph(handles, controls, *, sampler, steps, frames=FRAMES, seed=7, frame_noise="shared"):
-    """loader -> encode -> apply ControlNet(s) -> cross-frame attention -> T2VSampler -> decode."""
+def positive_only(handle):
+    """A copy of the ControlNet whose residuals are zero for the negative half of the reference's batch
+    (`[negative frames, positive frames]`): what it does when the sampler's negative does not carry it."""
+    module = copy.deepcopy(handle.module)
+    forward = module.forward
+
+    def forward_on_positive_rows(sample, *args, **kwargs):
+        down, mid = forward(sample, *args, **kwargs)
+        keep = (torch.arange(sample.shape[0]) >= sample.shape[0] // 2).to(sample.dtype).view(-1, 1, 1, 1)
+        return [r * keep for r in down], mid * keep
+
+    module.forward = forward_on_positive_rows
+    return ControlNetHandle(handle.name, module, handle.device)
+
+
+def graph(handles, controls, *, sampler, steps, frames=FRAMES, seed=7, frame_noise="shared", positive_only=()):
+    """loader -> encode -> apply ControlNet(s) -> cross-frame attention -> T2VSampler -> decode. The ControlNets at
+    the indices in `positive_only` are applied to the positive alone (the sampler gets the negative without them)."""
     model, clip, _vae = handles
     positive, negative = encode(clip, PROMPT), encode(clip, NEGATIVE)
-    for controlnet, images, strength, start, end in controls:
-        positive, negative = T2VApplyControlNet().apply(positive, negative, controlnet, images, strength, start, end)
+    for index, (controlnet, images, strength, start, end) in enumerate(controls):
+        positive, controlled = T2VApplyControlNet().apply(positive, negative, controlnet, images, strength, start, end)
+        negative = negative if index in positive_only else controlled
     latent = T2VEmptyLatentVideo().create(WIDTH, HEIGHT, frames, 1)[0]
     patched = T2VCrossFrameAttention().patch(model)[0]
     out = T2VSampler().sample(patched, positive, negative, latent, seed, steps, 7.5, sampler, "normal", 1.0,
@@ -115,6 +137,35 @@ def test_each_frame_follows_its_own_control_frame_as_in_the_seed_recipe(tiny_sd,
     expected = reference(tiny_sd, reactive_controlnet, images, sampler="ddim", steps=4)
     assert (ours - expected).abs().max() < 1e-3
     assert min((ours[i] - ours[0]).abs().max() for i in range(1, FRAMES)) > 0.05  # same noise, own control frame
+
+
+def test_two_controlnets_with_their_own_step_windows_equal_a_multi_controlnet(tiny_sd, tiny_controlnet,
+                                                                             reactive_controlnet):
+    images, reversed_images = control_frames(), control_frames().flip(0)
+    # the first stops half-way, the second starts half-way: each step has one of them, never both
+    windows = [(reactive_controlnet, images, 1.0, 0.0, 0.5), (tiny_controlnet, reversed_images, 0.8, 0.5, 1.0)]
+    ours = graph(tiny_sd, windows, sampler="ddim", steps=4)
+    expected = reference(tiny_sd, [reactive_controlnet, tiny_controlnet], [images, reversed_images], sampler="ddim",
+                         steps=4, strength=[1.0, 0.8], start=[0.0, 0.5], end=[0.5, 1.0])
+    assert (ours - expected).abs().max() < 1e-3
+    first_only = graph(tiny_sd, windows[:1], sampler="ddim", steps=4)
+    assert (ours - first_only).abs().max() > 1e-2  # the second ControlNet's steps count
+
+
+def test_a_controlnet_on_the_positive_alone_leaves_the_negative_prediction_uncontrolled(tiny_sd, tiny_controlnet,
+                                                                                       reactive_controlnet):
+    images = control_frames()
+    ours = graph(tiny_sd, [(reactive_controlnet, images, 1.0, 0.0, 1.0)], sampler="ddim", steps=3, positive_only={0})
+    expected = reference(tiny_sd, positive_only(reactive_controlnet), images, sampler="ddim", steps=3)
+    assert (ours - expected).abs().max() < 1e-3
+    both = graph(tiny_sd, [(reactive_controlnet, images, 1.0, 0.0, 1.0)], sampler="ddim", steps=3)
+    assert (ours - both).abs().max() > 1e-2
+    # with a second ControlNet on both branches, the one-sided residuals add to the shared ones
+    mixed = graph(tiny_sd, [(reactive_controlnet, images, 1.0, 0.0, 1.0), (tiny_controlnet, images, 0.7, 0.0, 1.0)],
+                  sampler="ddim", steps=3, positive_only={0})
+    expected = reference(tiny_sd, [positive_only(reactive_controlnet), tiny_controlnet], [images, images],
+                         sampler="ddim", steps=3, strength=[1.0, 0.7])
+    assert (mixed - expected).abs().max() < 1e-3
 
 
 def test_one_control_frame_serves_every_frame_and_two_controlnets_stack(tiny_sd, tiny_controlnet):
