@@ -18,7 +18,6 @@ Run: `python benchmarks/animatediff.py` (a few minutes on a busy 2-core machine)
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -27,28 +26,11 @@ from comfyui_text2video import bridge
 from comfyui_text2video.models.loading import load_model
 from comfyui_text2video.models.motion_adapter import load_motion_adapter
 from comfyui_text2video.nodes.animatediff import T2VApplyMotionAdapter
-from comfyui_text2video.nodes.latent import T2VEmptyLatentVideo
-from comfyui_text2video.nodes.sampling import T2VSampler
-from comfyui_text2video.nodes.vae import T2VVAEDecode
 
 import common
 import models
 
 ADAPTER = "benchmark-motion-adapter"
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    frames: int
-    width: int
-    height: int
-    steps: int
-    cfg: float
-    sampler: str
-    seed: int
-
-    def warm_up(self) -> "Settings":
-        return dataclasses.replace(self, frames=2, width=64, height=64, steps=1)
 
 
 def save_adapter(data_dir: Path) -> str:
@@ -65,64 +47,38 @@ def save_adapter(data_dir: Path) -> str:
     return f"motion adapter {ADAPTER}: {sum(p.numel() for p in adapter.parameters()) / 1e6:.1f}M parameters"
 
 
-def pack(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
+MODELS = common.Models(lambda data_dir: [models.save_model(models.IMAGE_MODEL, data_dir), save_adapter(data_dir)],
+                       lambda: (*load_model(models.IMAGE_MODEL, "float32"), load_motion_adapter(ADAPTER)))
+
+
+def pack(handles, probe: common.Probe, settings: common.VideoSettings) -> torch.Tensor:
     model, clip, vae, adapter = handles
     with probe.stage("T2VApplyMotionAdapter"):
         model = T2VApplyMotionAdapter().patch(model, adapter)[0]
-    with probe.stage("T2VTextEncode x2"):
-        positive, negative = models.pack_conditioning(clip)
-    with probe.stage("T2VSampler"):
-        latent = T2VEmptyLatentVideo().create(settings.width, settings.height, settings.frames, 1)[0]
-        latent = T2VSampler().sample(model, positive, negative, latent, settings.seed, settings.steps, settings.cfg,
-                                     settings.sampler, "normal", 1.0)[0]
-    with probe.stage("T2VVAEDecode"):
-        return T2VVAEDecode().decode(vae, latent)[0]
+    return models.text_to_video((model, clip, vae), probe, settings)
 
 
-def reference(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
+def reference(handles, probe: common.Probe, settings: common.VideoSettings) -> torch.Tensor:
     from diffusers import AnimateDiffPipeline
 
     model, clip, vae, adapter = handles
     with probe.stage("AnimateDiffPipeline"):
         pipe = models.reference_pipeline(AnimateDiffPipeline, (model, clip, vae), settings.sampler,
                                          motion_adapter=adapter.module)
-        video = pipe(models.PROMPT, negative_prompt=models.NEGATIVE_PROMPT, num_frames=settings.frames,
-                     height=settings.height, width=settings.width, num_inference_steps=settings.steps,
-                     guidance_scale=settings.cfg, generator=models.seeded(settings.seed), output_type="pt").frames
-    return models.reference_frames(video)
+        return models.reference_video(pipe, settings)
 
 
-def variants(args) -> dict[str, tuple[common.Call, Settings]]:
-    settings = Settings(args.frames, args.width, args.height, args.steps, args.cfg, args.sampler, args.seed)
-    return {"pack": (pack, settings), "reference": (reference, settings)}
+def benchmark(args) -> common.Benchmark:
+    variants = common.pack_against_reference(pack, reference, common.VideoSettings.from_options(args))
+    return common.Benchmark([common.Comparison(MODELS, variants, args.rounds)],
+                            heading=f"AnimateDiff text-to-video, {args.frames} frames {args.width}x{args.height}, "
+                                    f"{args.steps} steps, cfg {args.cfg}, {args.sampler}")
 
 
 def main() -> None:
     parser = common.argument_parser(__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--cfg", type=float, default=7.5)
-    parser.add_argument("--sampler", default="ddim", help="a T2VSampler sampler_name")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--rounds", type=int, default=3, help="measured calls per side")
-    args = parser.parse_args()
-    device = common.configure(args)
-    if args.worker:
-        handles = load_model(models.IMAGE_MODEL, "float32")
-        common.run_worker(args, device, (*handles, load_motion_adapter(ADAPTER)), variants(args))
-        return
-
-    common.print_environment(args, device)
-    print(f"AnimateDiff text-to-video, {args.frames} frames {args.width}x{args.height}, {args.steps} steps, "
-          f"cfg {args.cfg}, {args.sampler}")
-    with common.data_folder() as data_dir:
-        print(models.save_model(models.IMAGE_MODEL, data_dir))
-        print(save_adapter(data_dir))
-        measured = common.measure(data_dir, device, list(variants(args)), args.rounds, keep_outputs=True)
-        common.print_report(measured, "pack", "reference")
-    print(f"load average at the end: {common.load_average()}")
+    common.add_video_options(parser, frames=16, steps=10, cfg=7.5, seed=42)
+    common.run(parser, benchmark)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """What the benchmark scripts share: measured calls in fresh processes, a time and memory probe, reports.
 
+A script declares its options (`argument_parser`, `add_video_options`) and, from the parsed options, its
+`Benchmark`: comparisons of variants (a measured call and its settings, e.g. the pack's graph and the reference
+pipeline) on models it builds; `run` does the rest.
+
 How a figure is measured
 ------------------------
 Every measured call runs in a fresh Python process: the script starts itself again with `--worker VARIANT`.
@@ -97,6 +101,42 @@ def print_environment(args: argparse.Namespace, device: torch.device) -> None:
     print(f"torch {torch.__version__}, diffusers {diffusers.__version__}, device {device}, "
           f"{args.threads} torch threads, {os.cpu_count()} cores, float32")
     print(f"load average (1, 5, 15 min) at the start: {load_average()}")
+
+
+def add_video_options(options, *, frames: int, steps: int, cfg: float, seed: int, height: int = 128,
+                      sampler_help: str = "a T2VSampler sampler_name", frames_help: str | None = None,
+                      steps_help: str | None = None) -> None:
+    """The options of `VideoSettings` with this benchmark's defaults, and `--rounds`, on a parser or group."""
+    options.add_argument("--frames", type=int, default=frames, help=frames_help)
+    options.add_argument("--width", type=int, default=128)
+    options.add_argument("--height", type=int, default=height)
+    options.add_argument("--steps", type=int, default=steps, help=steps_help)
+    options.add_argument("--cfg", type=float, default=cfg)
+    options.add_argument("--sampler", default="ddim", help=sampler_help)
+    options.add_argument("--seed", type=int, default=seed)
+    options.add_argument("--rounds", type=int, default=3, help="measured calls per side")
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoSettings:
+    """What a measured video call is asked for; a benchmark with more settings extends it."""
+
+    frames: int
+    width: int
+    height: int
+    steps: int
+    cfg: float
+    sampler: str
+    seed: int
+
+    @classmethod
+    def from_options(cls, args: argparse.Namespace, **more):
+        """The settings `add_video_options` parsed, and `more` fields of a subclass."""
+        return cls(args.frames, args.width, args.height, args.steps, args.cfg, args.sampler, args.seed, **more)
+
+    def warm_up(self):
+        """The same call, small: every code path runs once before the measured call."""
+        return dataclasses.replace(self, frames=2, width=64, height=64, steps=1)
 
 
 # --------------------------------------------------------------------------- the probe (worker side)
@@ -244,7 +284,7 @@ def _run_in_fresh_process(data_dir: Path, variant: str, output: Path | None, env
     return Run(stages, os.getloadavg()[0], output if output is not None and output.exists() else None)
 
 
-def _run_interleaved(data_dir: Path, variants: list[str], rounds: int, keep_outputs: bool = False,
+def run_interleaved(data_dir: Path, variants: list[str], rounds: int, keep_outputs: bool = False,
                      environment: dict[str, str] | None = None, label: str = "") -> dict[str, list[Run]]:
     """`rounds` fresh-process runs of every variant, interleaved; the first round's outputs kept if asked."""
     runs: dict[str, list[Run]] = {variant: [] for variant in variants}
@@ -286,10 +326,10 @@ class Measurements:
 def measure(data_dir: Path, device: torch.device, variants: list[str], rounds: int,
             keep_outputs: bool = False) -> dict[str, Measurements]:
     """Timed runs of `variants`, interleaved, then (on CPU) one live-memory run of each."""
-    timed = _run_interleaved(data_dir, variants, rounds, keep_outputs)
+    timed = run_interleaved(data_dir, variants, rounds, keep_outputs)
     if device.type == "cuda":
         return {variant: Measurements(timed[variant], None) for variant in variants}
-    live = _run_interleaved(data_dir, variants, 1, environment=LIVE_MEMORY_ENVIRONMENT, label="live memory, ")
+    live = run_interleaved(data_dir, variants, 1, environment=LIVE_MEMORY_ENVIRONMENT, label="live memory, ")
     return {variant: Measurements(timed[variant], live[variant][0]) for variant in variants}
 
 
@@ -348,3 +388,73 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
         cells = [cell.rjust(width) if index else cell.ljust(width) for index, (cell, width) in
                  enumerate(zip(row, widths))]
         print("  " + "  ".join(cells))
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Models:
+    """What measured calls run on: built into the data folder once by the parent, loaded by every worker."""
+
+    save: Callable[[Path], list[str]]  # builds and saves them (and any input files), returns lines describing them
+    load: Callable[[], tuple]  # their handles
+
+
+def pack_against_reference(pack: Call, reference: Call, settings) -> dict[str, tuple[Call, object]]:
+    """The two variants of a parity benchmark, on the same settings."""
+    return {"pack": (pack, settings), "reference": (reference, settings)}
+
+
+def measure_and_report(data_dir: Path, device: torch.device, comparison: Comparison) -> None:
+    """Timed runs of the comparison's variants and (on CPU) their live-memory runs, then `print_report`."""
+    names = list(comparison.variants)
+    measured = measure(data_dir, device, names, comparison.rounds, comparison.keep_outputs)
+    print_report(measured, *(comparison.ratio or names[:2]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """Variants measured against each other on the same models, interleaved, and reported together."""
+
+    models: Models
+    variants: dict[str, tuple[Call, object]]
+    rounds: int
+    title: str = ""  # printed after a blank line before the runs
+    keep_outputs: bool = True  # compare the outputs (not for runs of different lengths)
+    ratio: tuple[str, str] | None = None  # the ratios' numerator and denominator; the first two variants if None
+    report: Callable[[Path, torch.device, Comparison], None] = measure_and_report
+
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+    """A benchmark script's comparisons, and a heading printed before their models are built."""
+
+    comparisons: list[Comparison]
+    heading: str = ""
+
+
+def run(parser: argparse.ArgumentParser, declare: Callable[[argparse.Namespace], Benchmark]) -> None:
+    """A benchmark script's main: in a worker the measured call asked for; otherwise the environment, the heading,
+    and each comparison's models (each set once), title, runs and report."""
+    args = parser.parse_args()
+    device = configure(args)
+    benchmark = declare(args)
+    if args.worker:
+        comparison = next(comparison for comparison in benchmark.comparisons if args.worker in comparison.variants)
+        run_worker(args, device, comparison.models.load(), comparison.variants)
+        return
+
+    print_environment(args, device)
+    if benchmark.heading:
+        print(benchmark.heading)
+    with data_folder() as data_dir:
+        saved: list[Models] = []
+        for comparison in benchmark.comparisons:
+            if comparison.models not in saved:
+                print("\n".join(comparison.models.save(data_dir)))
+                saved.append(comparison.models)
+            if comparison.title:
+                print(f"\n{comparison.title}")
+            comparison.report(data_dir, device, comparison)
+    print(f"load average at the end: {load_average()}")

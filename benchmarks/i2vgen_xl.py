@@ -41,19 +41,9 @@ TEXT_WIDTH = 256  # real: 1024
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    frames: int
-    width: int
-    height: int
-    steps: int
-    cfg: float
+class Settings(common.VideoSettings):
     target_fps: int
-    sampler: str
-    seed: int
     frames_per_batch: int
-
-    def warm_up(self) -> "Settings":
-        return dataclasses.replace(self, frames=2, width=64, height=64, steps=1)
 
 
 def picture(height: int, width: int) -> torch.Tensor:
@@ -137,46 +127,26 @@ def reference(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
                                 scheduler=models.build_scheduler(settings.sampler, "normal", model.scheduler_config))
         pipe.set_progress_bar_config(disable=True)
         torch.manual_seed(settings.seed)  # the image's posterior sample comes from the global generator
-        video = pipe(models.PROMPT, image=pil, negative_prompt=models.NEGATIVE_PROMPT, num_frames=settings.frames,
-                     height=settings.height, width=settings.width, target_fps=settings.target_fps,
-                     num_inference_steps=settings.steps, guidance_scale=settings.cfg,
-                     generator=models.seeded(settings.seed), output_type="pt").frames
-    return models.reference_frames(video)
+        return models.reference_video(pipe, settings, image=pil, target_fps=settings.target_fps)
 
 
-def variants(args) -> dict[str, tuple[common.Call, Settings]]:
-    settings = Settings(args.frames, args.width, args.height, args.steps, args.cfg, args.target_fps, args.sampler,
-                        args.seed, args.frames_per_batch)
-    return {"pack": (pack, settings), "reference": (reference, settings)}
+def benchmark(args) -> common.Benchmark:
+    settings = Settings.from_options(args, target_fps=args.target_fps, frames_per_batch=args.frames_per_batch)
+    variants = common.pack_against_reference(pack, reference, settings)
+    return common.Benchmark(
+        [common.Comparison(common.Models(lambda data_dir: [save_model(data_dir)], lambda: load_model(MODEL, "float32")),
+                           variants, args.rounds)],
+        heading=f"I2VGen-XL image-to-video, {args.frames} frames {args.width}x{args.height}, {args.steps} steps, "
+                f"cfg {args.cfg}, target fps {args.target_fps}, {args.sampler}, decoding {args.frames_per_batch} "
+                "frame(s) at a time")
 
 
 def main() -> None:
     parser = common.argument_parser(__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--height", type=int, default=96)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--cfg", type=float, default=9.0)
+    common.add_video_options(parser, frames=16, height=96, steps=10, cfg=9.0, seed=42)
     parser.add_argument("--target-fps", type=int, default=16)
-    parser.add_argument("--sampler", default="ddim", help="a T2VSampler sampler_name")
-    parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--frames-per-batch", type=int, default=1, help="T2VVAEDecode's frames_per_batch")
-    parser.add_argument("--rounds", type=int, default=3, help="measured calls per side")
-    args = parser.parse_args()
-    device = common.configure(args)
-    if args.worker:
-        common.run_worker(args, device, load_model(MODEL, "float32"), variants(args))
-        return
-
-    common.print_environment(args, device)
-    print(f"I2VGen-XL image-to-video, {args.frames} frames {args.width}x{args.height}, {args.steps} steps, "
-          f"cfg {args.cfg}, target fps {args.target_fps}, {args.sampler}, decoding {args.frames_per_batch} frame(s) "
-          "at a time")
-    with common.data_folder() as data_dir:
-        print(save_model(data_dir))
-        measured = common.measure(data_dir, device, list(variants(args)), args.rounds, keep_outputs=True)
-        common.print_report(measured, "pack", "reference")
-    print(f"load average at the end: {common.load_average()}")
+    common.run(parser, benchmark)
 
 
 if __name__ == "__main__":

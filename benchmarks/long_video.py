@@ -19,13 +19,11 @@ Run: `python benchmarks/long_video.py` (about 15 minutes on a busy 2-core machin
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import torch
 
-from comfyui_text2video.models.loading import load_model
-from comfyui_text2video.nodes.latent import T2VEmptyLatentVideo
 from comfyui_text2video.nodes.long_video import T2VContextWindows
-from comfyui_text2video.nodes.sampling import T2VSampler
 from comfyui_text2video.nodes.vae import T2VVAEDecode
 from comfyui_text2video.nodes.video2video import T2VVideoToVideo
 
@@ -34,21 +32,13 @@ import models
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    frames: int
+class Settings(common.VideoSettings):
     windows: bool
-    video_to_video: bool
-    width: int
-    height: int
-    steps: int
-    seed: int = 42
-    cfg: float = 9.0
     context_length: int = 16
     context_overlap: int = 4
 
     def warm_up(self) -> "Settings":
-        """The same call, small: every code path runs once before the measured call."""
-        return dataclasses.replace(self, frames=min(self.frames, 6), width=64, height=64, steps=2, context_length=4,
+        return dataclasses.replace(super().warm_up(), frames=min(self.frames, 6), steps=2, context_length=4,
                                    context_overlap=1)
 
 
@@ -61,14 +51,7 @@ def windowed(model, settings: Settings):
 
 def text_to_video(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
     model, clip, vae = handles
-    with probe.stage("T2VTextEncode x2"):
-        positive, negative = models.pack_conditioning(clip)
-    with probe.stage("T2VSampler"):
-        latent = T2VEmptyLatentVideo().create(settings.width, settings.height, settings.frames, 1)[0]
-        latent = T2VSampler().sample(windowed(model, settings), positive, negative, latent, settings.seed,
-                                     settings.steps, settings.cfg, "ddim", "normal", 1.0)[0]
-    with probe.stage("T2VVAEDecode"):
-        return T2VVAEDecode().decode(vae, latent)[0]
+    return models.text_to_video((windowed(model, settings), clip, vae), probe, settings)
 
 
 def video_to_video(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
@@ -79,40 +62,15 @@ def video_to_video(handles, probe: common.Probe, settings: Settings) -> torch.Te
     images = clip_frames.repeat((settings.frames + 15) // 16, 1, 1, 1)[:settings.frames]
     with probe.stage("T2VVideoToVideo"):
         latent = T2VVideoToVideo().refine(windowed(model, settings), positive, negative, vae, images, settings.seed,
-                                          settings.steps, settings.cfg, "ddim", "normal", 0.6)[0]
+                                          settings.steps, settings.cfg, settings.sampler, "normal", 0.6)[0]
     with probe.stage("T2VVAEDecode"):
         return T2VVAEDecode().decode(vae, latent)[0]
 
 
-def variants(args) -> dict[str, tuple[common.Call, Settings]]:
-    def settings(frames, windows, v2v=False):
-        return Settings(frames, windows, v2v, args.width, args.height, args.steps)
-
-    return {"16 frames": (text_to_video, settings(16, False)),
-            "64 frames, windows": (text_to_video, settings(64, True)),
-            "64 frames, plain": (text_to_video, settings(64, False)),
-            "96 frames v2v, windows": (video_to_video, settings(96, True, v2v=True))}
-
-
-def main() -> None:
-    parser = common.argument_parser(__doc__.splitlines()[0])
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=1, help="memory does not depend on it")
-    parser.add_argument("--rounds", type=int, default=1, help="measured calls per variant")
-    args = parser.parse_args()
-    device = common.configure(args)
-    if args.worker:
-        common.run_worker(args, device, load_model(models.TEXT2VIDEO_MODEL, "float32"), variants(args))
-        return
-
-    common.print_environment(args, device)
-    print(f"long videos, {args.width}x{args.height}, {args.steps} ddim step(s), cfg 9, windows 16/4 standard_static "
-          "pyramid; memory: the live peak (glibc returning freed blocks at once, see common.py)")
-    with common.data_folder() as data_dir:
-        print(models.save_model(models.TEXT2VIDEO_MODEL, data_dir))
-        runs = common._run_interleaved(data_dir, list(variants(args)), args.rounds,
-                                       environment=common.LIVE_MEMORY_ENVIRONMENT)
+def report_peaks(data_dir: Path, device: torch.device, comparison: common.Comparison) -> None:
+    """Live-memory runs of every variant; each one's peak and the longer ones' peaks over the 16-frame run's."""
+    runs = common.run_interleaved(data_dir, list(comparison.variants), comparison.rounds,
+                                  environment=common.LIVE_MEMORY_ENVIRONMENT)
     peaks = {name: min(run.peak_bytes for run in variant_runs) for name, variant_runs in runs.items()}
     print()
     for name, variant_runs in runs.items():
@@ -121,7 +79,29 @@ def main() -> None:
               f"{min(run.seconds for run in variant_runs):.0f} s)")
     for name in ("64 frames, windows", "64 frames, plain", "96 frames v2v, windows"):
         print(f"  {name} / 16 frames: peak memory {peaks[name] / peaks['16 frames']:.2f}x")
-    print(f"load average at the end: {common.load_average()}")
+
+
+def benchmark(args) -> common.Benchmark:
+    def settings(frames, windows):
+        return Settings(frames, args.width, args.height, args.steps, cfg=9.0, sampler="ddim", seed=42, windows=windows)
+
+    variants = {"16 frames": (text_to_video, settings(16, False)),
+                "64 frames, windows": (text_to_video, settings(64, True)),
+                "64 frames, plain": (text_to_video, settings(64, False)),
+                "96 frames v2v, windows": (video_to_video, settings(96, True))}
+    return common.Benchmark(
+        [common.Comparison(models.mid_size(models.TEXT2VIDEO_MODEL), variants, args.rounds, report=report_peaks)],
+        heading=f"long videos, {args.width}x{args.height}, {args.steps} ddim step(s), cfg 9, windows 16/4 "
+                "standard_static pyramid; memory: the live peak (glibc returning freed blocks at once, see common.py)")
+
+
+def main() -> None:
+    parser = common.argument_parser(__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--height", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=1, help="memory does not depend on it")
+    parser.add_argument("--rounds", type=int, default=1, help="measured calls per variant")
+    common.run(parser, benchmark)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,15 @@ import torch
 
 from comfyui_text2video import bridge
 from comfyui_text2video.models.builtin import ensure_builtin
+from comfyui_text2video.models.loading import load_model
 from comfyui_text2video.nodes.conditioning import T2VTextEncode
+from comfyui_text2video.nodes.latent import T2VEmptyLatentVideo
+from comfyui_text2video.nodes.sampling import T2VSampler
+from comfyui_text2video.nodes.text2video_zero import T2VText2VideoZero
+from comfyui_text2video.nodes.vae import T2VVAEDecode
 from comfyui_text2video.samplers.schedulers import build_scheduler
+
+import common
 
 TEXT2VIDEO_MODEL = "benchmark-modelscope"
 """A ModelScope/zeroscope-layout 3D UNet (`model_name` in the benchmark's models folder)."""
@@ -149,6 +156,11 @@ def save_model(name: str, data_dir: Path) -> str:
         for component, module in components.items())
 
 
+def mid_size(name: str) -> common.Models:
+    """Model `name` of `RECIPES` for a benchmark: built by `save_model`, loaded with the pack's loader."""
+    return common.Models(lambda data_dir: [save_model(name, data_dir)], lambda: load_model(name, "float32"))
+
+
 # --------------------------------------------------------------------------- driving both sides
 
 
@@ -156,6 +168,35 @@ def pack_conditioning(clip) -> tuple[list, list]:
     """The prompt and the negative prompt through `T2VTextEncode`."""
     encode = T2VTextEncode().encode
     return encode(clip, PROMPT)[0], encode(clip, NEGATIVE_PROMPT)[0]
+
+
+def text_to_video(handles, probe: common.Probe, settings: common.VideoSettings) -> torch.Tensor:
+    """The pack's text-to-video graph: `T2VTextEncode` x2 -> `T2VEmptyLatentVideo` -> `T2VSampler` ->
+    `T2VVAEDecode` (default `frames_per_batch`)."""
+    model, clip, vae = handles
+    with probe.stage("T2VTextEncode x2"):
+        positive, negative = pack_conditioning(clip)
+    with probe.stage("T2VSampler"):
+        latent = T2VEmptyLatentVideo().create(settings.width, settings.height, settings.frames, 1)[0]
+        latent = T2VSampler().sample(model, positive, negative, latent, settings.seed, settings.steps, settings.cfg,
+                                     settings.sampler, "normal", 1.0)[0]
+    with probe.stage("T2VVAEDecode"):
+        return T2VVAEDecode().decode(vae, latent)[0]
+
+
+def text2video_zero(handles, probe: common.Probe, settings) -> torch.Tensor:
+    """The pack's Text2Video-Zero graph: `T2VTextEncode` x2 -> `T2VText2VideoZero` -> `T2VVAEDecode` (default
+    `frames_per_batch`); `settings` are `VideoSettings` with `motion`, `t0`, `t1` and `chunk_size`."""
+    model, clip, vae = handles
+    with probe.stage("T2VTextEncode x2"):
+        positive, negative = pack_conditioning(clip)
+    with probe.stage("T2VText2VideoZero"):
+        latent = T2VText2VideoZero().generate(
+            model, positive, negative, settings.seed, settings.steps, settings.cfg, settings.sampler, "normal",
+            settings.width, settings.height, settings.frames, settings.motion, settings.motion, settings.t0,
+            settings.t1, settings.chunk_size)[0]
+    with probe.stage("T2VVAEDecode"):
+        return T2VVAEDecode().decode(vae, latent)[0]
 
 
 def reference_pipeline(pipeline_class, handles, sampler_name: str, **components):
@@ -170,6 +211,14 @@ def reference_pipeline(pipeline_class, handles, sampler_name: str, **components)
 def reference_frames(video: torch.Tensor) -> torch.Tensor:
     """A video pipeline's `output_type="pt"` frames `[B, F, 3, H, W]` in the `IMAGE` layout `[B*F, H, W, 3]`."""
     return video.flatten(0, 1).permute(0, 2, 3, 1)
+
+
+def reference_video(pipe, settings: common.VideoSettings, **inputs) -> torch.Tensor:
+    """A video pipeline's call on the prompts, `settings` and `inputs`, its frames in the `IMAGE` layout."""
+    video = pipe(PROMPT, negative_prompt=NEGATIVE_PROMPT, num_frames=settings.frames, height=settings.height,
+                 width=settings.width, num_inference_steps=settings.steps, guidance_scale=settings.cfg,
+                 generator=seeded(settings.seed), output_type="pt", **inputs).frames
+    return reference_frames(video)
 
 
 def seeded(seed: int) -> torch.Generator:

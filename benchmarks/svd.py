@@ -157,13 +157,17 @@ def reference(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
     return models.reference_frames(output)
 
 
-def variants(args) -> dict[str, tuple[common.Call, Settings]]:
+def benchmark(args) -> common.Benchmark:
     settings = Settings(args.frames, args.width, args.height, args.steps, args.cfg, args.min_cfg, args.decode_chunk,
                         args.seed)
-    return {"pack": (pack, settings), "reference": (reference, settings)}
+    return common.Benchmark([common.Comparison(
+        common.Models(lambda data_dir: [save_svd_model(data_dir)], lambda: load_model(SVD_MODEL, "float32")),
+        common.pack_against_reference(pack, reference, settings), args.rounds,
+        title=f"image -> video, {args.frames} frames {args.width}x{args.height}, {args.steps} steps euler karras, "
+              f"guidance {args.min_cfg} -> {args.cfg}, decoded {args.decode_chunk} frames at a time")])
 
 
-def parse_arguments():
+def main() -> None:
     parser = common.argument_parser(__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--width", type=int, default=128)
@@ -174,24 +178,7 @@ def parse_arguments():
     parser.add_argument("--decode-chunk", type=int, default=4, help="frames decoded together (decode_chunk_size)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=3, help="measured calls per side")
-    return parser.parse_args()
-
-
-def main() -> None:
-    args = parse_arguments()
-    device = common.configure(args)
-    if args.worker:
-        common.run_worker(args, device, load_model(SVD_MODEL, "float32"), variants(args))
-        return
-
-    common.print_environment(args, device)
-    with common.data_folder() as data_dir:
-        print(save_svd_model(data_dir))
-        print(f"\nimage -> video, {args.frames} frames {args.width}x{args.height}, {args.steps} steps euler karras, "
-              f"guidance {args.min_cfg} -> {args.cfg}, decoded {args.decode_chunk} frames at a time")
-        measured = common.measure(data_dir, device, list(variants(args)), args.rounds, keep_outputs=True)
-        common.print_report(measured, "pack", "reference")
-    print(f"load average at the end: {common.load_average()}")
+    common.run(parser, benchmark)
 
 
 if __name__ == "__main__":

@@ -22,86 +22,32 @@ Run: `python benchmarks/text2video.py` (about 5 minutes on a busy 2-core machine
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
-
-from comfyui_text2video.models.loading import load_model
-from comfyui_text2video.nodes.latent import T2VEmptyLatentVideo
-from comfyui_text2video.nodes.sampling import T2VSampler
-from comfyui_text2video.nodes.vae import T2VVAEDecode
 
 import common
 import models
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    frames: int
-    width: int
-    height: int
-    steps: int
-    cfg: float
-    sampler: str
-    seed: int
-
-    def warm_up(self) -> "Settings":
-        """The same call, small: every code path runs once before the measured call."""
-        return dataclasses.replace(self, frames=2, width=64, height=64, steps=1)
-
-
-def pack(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
-    model, clip, vae = handles
-    with probe.stage("T2VTextEncode x2"):
-        positive, negative = models.pack_conditioning(clip)
-    with probe.stage("T2VSampler"):
-        latent = T2VEmptyLatentVideo().create(settings.width, settings.height, settings.frames, 1)[0]
-        latent = T2VSampler().sample(model, positive, negative, latent, settings.seed, settings.steps, settings.cfg,
-                                     settings.sampler, "normal", 1.0)[0]
-    with probe.stage("T2VVAEDecode"):
-        return T2VVAEDecode().decode(vae, latent)[0]
-
-
-def reference(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
+def reference(handles, probe: common.Probe, settings: common.VideoSettings) -> torch.Tensor:
     from diffusers import TextToVideoSDPipeline
 
     with probe.stage("TextToVideoSDPipeline"):
         pipe = models.reference_pipeline(TextToVideoSDPipeline, handles, settings.sampler)
-        video = pipe(models.PROMPT, negative_prompt=models.NEGATIVE_PROMPT, num_frames=settings.frames,
-                     height=settings.height, width=settings.width, num_inference_steps=settings.steps,
-                     guidance_scale=settings.cfg, generator=models.seeded(settings.seed), output_type="pt").frames
-    return models.reference_frames(video)
+        return models.reference_video(pipe, settings)
 
 
-def variants(args) -> dict[str, tuple[common.Call, Settings]]:
-    settings = Settings(args.frames, args.width, args.height, args.steps, args.cfg, args.sampler, args.seed)
-    return {"pack": (pack, settings), "reference": (reference, settings)}
+def benchmark(args) -> common.Benchmark:
+    variants = common.pack_against_reference(models.text_to_video, reference, common.VideoSettings.from_options(args))
+    return common.Benchmark(
+        [common.Comparison(models.mid_size(models.TEXT2VIDEO_MODEL), variants, args.rounds)],
+        heading=f"text-to-video, {args.frames} frames {args.width}x{args.height}, {args.steps} steps, cfg {args.cfg}, "
+                f"{args.sampler}")
 
 
 def main() -> None:
     parser = common.argument_parser(__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--cfg", type=float, default=9.0)
-    parser.add_argument("--sampler", default="ddim", help="a T2VSampler sampler_name")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--rounds", type=int, default=3, help="measured calls per side")
-    args = parser.parse_args()
-    device = common.configure(args)
-    if args.worker:
-        common.run_worker(args, device, load_model(models.TEXT2VIDEO_MODEL, "float32"), variants(args))
-        return
-
-    common.print_environment(args, device)
-    print(f"text-to-video, {args.frames} frames {args.width}x{args.height}, {args.steps} steps, cfg {args.cfg}, "
-          f"{args.sampler}")
-    with common.data_folder() as data_dir:
-        print(models.save_model(models.TEXT2VIDEO_MODEL, data_dir))
-        measured = common.measure(data_dir, device, list(variants(args)), args.rounds, keep_outputs=True)
-        common.print_report(measured, "pack", "reference")
-    print(f"load average at the end: {common.load_average()}")
+    common.add_video_options(parser, frames=16, steps=10, cfg=9.0, seed=42)
+    common.run(parser, benchmark)
 
 
 if __name__ == "__main__":

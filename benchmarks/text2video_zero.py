@@ -22,43 +22,19 @@ import dataclasses
 
 import torch
 
-from comfyui_text2video.models.loading import load_model
-from comfyui_text2video.nodes.text2video_zero import T2VText2VideoZero
-from comfyui_text2video.nodes.vae import T2VVAEDecode
-
 import common
 import models
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    frames: int
-    width: int
-    height: int
-    steps: int
+class Settings(common.VideoSettings):
     t0: int
     t1: int
     motion: float
-    cfg: float
-    sampler: str
-    seed: int
     chunk_size: int = 0
 
     def warm_up(self) -> "Settings":
-        return dataclasses.replace(self, frames=3, width=64, height=64, steps=3, t0=0, t1=1)
-
-
-def pack(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
-    model, clip, vae = handles
-    with probe.stage("T2VTextEncode x2"):
-        positive, negative = models.pack_conditioning(clip)
-    with probe.stage("T2VText2VideoZero"):
-        latent = T2VText2VideoZero().generate(
-            model, positive, negative, settings.seed, settings.steps, settings.cfg, settings.sampler, "normal",
-            settings.width, settings.height, settings.frames, settings.motion, settings.motion, settings.t0,
-            settings.t1, settings.chunk_size)[0]
-    with probe.stage("T2VVAEDecode"):
-        return T2VVAEDecode().decode(vae, latent)[0]
+        return dataclasses.replace(super().warm_up(), frames=3, steps=3, t0=0, t1=1)
 
 
 def reference(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
@@ -75,37 +51,35 @@ def reference(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
     return torch.from_numpy(frames)  # [F, H, W, 3] in 0..1
 
 
-def settings_from(args) -> Settings:
-    return Settings(args.frames, args.width, args.height, args.steps, args.t0, args.t1, args.motion, args.cfg,
-                    args.sampler, args.seed)
+def benchmark(args) -> common.Benchmark:
+    model, pack = models.mid_size(models.IMAGE_MODEL), models.text2video_zero
+    settings = Settings.from_options(args, t0=args.t0, t1=args.t1, motion=args.motion)
+    # fewer steps in the chunked runs: memory does not depend on how many there are, only on the frames denoised
+    # together
+    chunked = dataclasses.replace(settings, steps=args.chunk_steps, t0=args.chunk_t0, t1=args.chunk_t1,
+                                  chunk_size=args.chunk_size)
+    lengths = {f"{frames} frames, chunk_size {args.chunk_size}": (pack, dataclasses.replace(chunked, frames=frames))
+               for frames in (args.short_frames, args.long_frames)}
+    return common.Benchmark([
+        common.Comparison(model, common.pack_against_reference(pack, reference, settings), args.rounds,
+                          title=f"1. Text2Video-Zero, {args.frames} frames {args.width}x{args.height}, {args.steps} "
+                                f"steps, t0 {args.t0}, t1 {args.t1}, motion {args.motion}, cfg {args.cfg}, "
+                                f"{args.sampler}"),
+        common.Comparison(model, lengths, args.chunk_rounds, keep_outputs=False, ratio=tuple(reversed(lengths)),
+                          title=f"2. chunked: chunk_size {args.chunk_size}, {args.long_frames} against "
+                                f"{args.short_frames} frames, {args.chunk_steps} steps, t0 {args.chunk_t0}, "
+                                f"t1 {args.chunk_t1}"),
+    ])
 
 
-def comparison_variants(args) -> dict[str, tuple[common.Call, Settings]]:
-    return {"pack": (pack, settings_from(args)), "reference": (reference, settings_from(args))}
-
-
-def chunked_variants(args) -> dict[str, tuple[common.Call, Settings]]:
-    """The long and the short video, chunked; fewer steps than the comparison, since memory does not depend on
-    how many there are (only on the frames denoised together)."""
-    settings = dataclasses.replace(settings_from(args), steps=args.chunk_steps, t0=args.chunk_t0, t1=args.chunk_t1,
-                                   chunk_size=args.chunk_size)
-    return {f"{frames} frames, chunk_size {args.chunk_size}": (pack, dataclasses.replace(settings, frames=frames))
-            for frames in (args.short_frames, args.long_frames)}
-
-
-def parse_arguments():
+def main() -> None:
     parser = common.argument_parser(__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=8, help="frames of the comparison with the reference")
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=12)
+    common.add_video_options(parser, frames=8, steps=12, cfg=7.5, seed=5,
+                             sampler_help="a sampler_name the reference runs (ddim, dpmpp_2m, ...)",
+                             frames_help="frames of the comparison with the reference")
     parser.add_argument("--t0", type=int, default=8)
     parser.add_argument("--t1", type=int, default=10)
     parser.add_argument("--motion", type=float, default=12.0, help="motion_x and motion_y")
-    parser.add_argument("--cfg", type=float, default=7.5)
-    parser.add_argument("--sampler", default="ddim", help="a sampler_name the reference runs (ddim, dpmpp_2m, ...)")
-    parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3, help="measured calls per side")
     group = parser.add_argument_group("2. chunked long videos")
     group.add_argument("--chunk-size", type=int, default=8)
     group.add_argument("--short-frames", type=int, default=16)
@@ -114,32 +88,7 @@ def parse_arguments():
     group.add_argument("--chunk-t0", type=int, default=1)
     group.add_argument("--chunk-t1", type=int, default=2)
     group.add_argument("--chunk-rounds", type=int, default=1, help="measured calls per length")
-    return parser.parse_args()
-
-
-def main() -> None:
-    args = parse_arguments()
-    device = common.configure(args)
-    if args.worker:
-        common.run_worker(args, device, load_model(models.IMAGE_MODEL, "float32"),
-                          {**comparison_variants(args), **chunked_variants(args)})
-        return
-
-    common.print_environment(args, device)
-    with common.data_folder() as data_dir:
-        print(models.save_model(models.IMAGE_MODEL, data_dir))
-        print(f"\n1. Text2Video-Zero, {args.frames} frames {args.width}x{args.height}, {args.steps} steps, "
-              f"t0 {args.t0}, t1 {args.t1}, motion {args.motion}, cfg {args.cfg}, {args.sampler}")
-        measured = common.measure(data_dir, device, list(comparison_variants(args)), args.rounds,
-                                  keep_outputs=True)
-        common.print_report(measured, "pack", "reference")
-
-        print(f"\n2. chunked: chunk_size {args.chunk_size}, {args.long_frames} against {args.short_frames} frames, "
-              f"{args.chunk_steps} steps, t0 {args.chunk_t0}, t1 {args.chunk_t1}")
-        chunked = list(chunked_variants(args))
-        measured = common.measure(data_dir, device, chunked, args.chunk_rounds)
-        common.print_report(measured, *reversed(chunked))
-    print(f"load average at the end: {common.load_average()}")
+    common.run(parser, benchmark)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,6 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -60,7 +59,7 @@ from comfyui_text2video.nodes.controlnet import T2VApplyControlNet
 from comfyui_text2video.nodes.instruct_pix2pix import T2VInstructPix2PixConditioning
 from comfyui_text2video.nodes.latent import T2VEmptyLatentVideo
 from comfyui_text2video.nodes.sampling import T2VSampler
-from comfyui_text2video.nodes.text2video_zero import T2VCrossFrameAttention, T2VText2VideoZero
+from comfyui_text2video.nodes.text2video_zero import T2VCrossFrameAttention
 from comfyui_text2video.nodes.vae import T2VVAEDecode
 
 import common
@@ -188,14 +187,7 @@ def cross_frame_attention(groups: int, *modules):
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    frames: int
-    width: int
-    height: int
-    steps: int
-    cfg: float
-    sampler: str
-    seed: int
+class Settings(common.VideoSettings):
     t0: int = 0  # sdxl
     t1: int = 0
     motion: float = 12.0
@@ -204,21 +196,8 @@ class Settings:
     chunk_size: int = 0  # ip2p-chunked: 0 = all frames at once
 
     def warm_up(self) -> "Settings":
-        return dataclasses.replace(self, frames=3, width=64, height=64, steps=3, t0=min(self.t0, 0),
-                                   t1=min(self.t1, 1), chunk_size=min(self.chunk_size, 2))
-
-
-def sdxl_pack(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
-    model, clip, vae = handles
-    with probe.stage("T2VTextEncode x2"):
-        positive, negative = models.pack_conditioning(clip)
-    with probe.stage("T2VText2VideoZero"):
-        latent = T2VText2VideoZero().generate(
-            model, positive, negative, settings.seed, settings.steps, settings.cfg, settings.sampler, "normal",
-            settings.width, settings.height, settings.frames, settings.motion, settings.motion, settings.t0,
-            settings.t1, 0)[0]
-    with probe.stage("T2VVAEDecode"):
-        return T2VVAEDecode().decode(vae, latent)[0]
+        return dataclasses.replace(super().warm_up(), frames=3, steps=3, t0=min(self.t0, 0), t1=min(self.t1, 1),
+                                   chunk_size=min(self.chunk_size, 2))
 
 
 def sdxl_reference(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
@@ -340,69 +319,61 @@ def ip2p_reference(handles, probe: common.Probe, settings: Settings) -> torch.Te
 # --------------------------------------------------------------------------- the paths
 
 
-@dataclasses.dataclass(frozen=True)
-class Comparison:
-    """One comparison: how to build and load its models, its variants (numerator first) and what it measures."""
-
-    title: str
-    save: Callable[[Path], list[str]]  # builds and saves its models, describes them
-    load: Callable[[], tuple]  # its handles, in a worker
-    variants: dict[str, tuple[common.Call, Settings]]
-    keep_outputs: bool = True  # compare the outputs (not for runs of different lengths)
-
-
-def _save_sdxl(data_dir):
-    return [save_sdxl_model(data_dir)]
-
-
-def _save_controlnet(data_dir):
-    return [models.save_model(models.IMAGE_MODEL, data_dir), save_controlnet(data_dir)]
-
-
-def _save_ip2p(data_dir):
-    return [models.save_model(models.INSTRUCT_PIX2PIX_MODEL, data_dir)]
-
-
 def _load_controlnet_handles():
     return (*load_model(models.IMAGE_MODEL, "float32"), load_controlnet(CONTROLNET, "float32"))
 
 
-def paths(args) -> dict[str, Comparison]:
-    base = Settings(args.frames, args.width, args.height, args.steps, args.cfg, args.sampler, args.seed)
+SDXL = common.Models(lambda data_dir: [save_sdxl_model(data_dir)], lambda: load_model(SDXL_MODEL, "float32"))
+CONTROLNET_MODELS = common.Models(
+    lambda data_dir: [models.save_model(models.IMAGE_MODEL, data_dir), save_controlnet(data_dir)],
+    _load_controlnet_handles)
+INSTRUCT_PIX2PIX = models.mid_size(models.INSTRUCT_PIX2PIX_MODEL)
+PATHS = ("sdxl", "controlnet", "ip2p", "ip2p-chunked")
+
+
+def paths(args) -> dict[str, common.Comparison]:
+    """Every path's comparison, titled without its number and the frame size, cfg and sampler they share."""
+    base = Settings.from_options(args)
     sdxl = dataclasses.replace(base, steps=args.zero_steps, t0=args.t0, t1=args.t1)
     chunked = dataclasses.replace(base, steps=args.chunk_steps, chunk_size=args.chunk_size)
     return {
-        "sdxl": Comparison(f"Text2Video-Zero on SDXL, {args.frames} frames, {args.zero_steps} steps, t0 {args.t0}, t1 {args.t1}, motion 12",
-                      _save_sdxl, lambda: load_model(SDXL_MODEL, "float32"),
-                      {"sdxl pack": (sdxl_pack, sdxl), "sdxl reference": (sdxl_reference, sdxl)}),
-        "controlnet": Comparison(f"ControlNet video, {args.frames} frames, {args.steps} steps", _save_controlnet, _load_controlnet_handles,
-                            {"controlnet pack": (controlnet_pack, base),
-                             "controlnet reference": (controlnet_reference, base)}),
-        "ip2p": Comparison(f"Video InstructPix2Pix, {args.frames} frames, {args.steps} steps, image_cfg 1.5", _save_ip2p,
-                      lambda: load_model(models.INSTRUCT_PIX2PIX_MODEL, "float32"),
-                      {"ip2p pack": (ip2p_pack, base), "ip2p reference": (ip2p_reference, base)}),
-        "ip2p-chunked": Comparison(
-            f"Video InstructPix2Pix in chunks of {args.chunk_size}: {args.long_frames} against {args.chunk_size} "
-            f"frames, {args.chunk_steps} steps", _save_ip2p, lambda: load_model(models.INSTRUCT_PIX2PIX_MODEL, "float32"),
+        "sdxl": common.Comparison(
+            SDXL, {"sdxl pack": (models.text2video_zero, sdxl), "sdxl reference": (sdxl_reference, sdxl)},
+            args.rounds, f"Text2Video-Zero on SDXL, {args.frames} frames, {args.zero_steps} steps, t0 {args.t0}, "
+                         f"t1 {args.t1}, motion 12"),
+        "controlnet": common.Comparison(
+            CONTROLNET_MODELS, {"controlnet pack": (controlnet_pack, base),
+                                "controlnet reference": (controlnet_reference, base)},
+            args.rounds, f"ControlNet video, {args.frames} frames, {args.steps} steps"),
+        "ip2p": common.Comparison(
+            INSTRUCT_PIX2PIX, {"ip2p pack": (ip2p_pack, base), "ip2p reference": (ip2p_reference, base)},
+            args.rounds, f"Video InstructPix2Pix, {args.frames} frames, {args.steps} steps, image_cfg 1.5"),
+        "ip2p-chunked": common.Comparison(
+            INSTRUCT_PIX2PIX,
             {f"ip2p {args.long_frames} frames chunked": (ip2p_chunked, dataclasses.replace(chunked,
                                                                                            frames=args.long_frames)),
              f"ip2p {args.chunk_size} frames": (ip2p_chunked, dataclasses.replace(chunked, frames=args.chunk_size))},
-            keep_outputs=False),
+            args.chunk_rounds, f"Video InstructPix2Pix in chunks of {args.chunk_size}: {args.long_frames} against "
+                               f"{args.chunk_size} frames, {args.chunk_steps} steps", keep_outputs=False),
     }
 
 
-def parse_arguments():
+def benchmark(args) -> common.Benchmark:
+    """The chosen paths, numbered, their titles ending with the settings they share."""
+    chosen = [comparison for name, comparison in paths(args).items() if name in args.paths]
+    return common.Benchmark([
+        dataclasses.replace(comparison, title=f"{number}. {comparison.title}, {args.width}x{args.height}, "
+                                              f"cfg {args.cfg}, {args.sampler}")
+        for number, comparison in enumerate(chosen, 1)])
+
+
+def main() -> None:
     parser = common.argument_parser(__doc__.splitlines()[0])
-    parser.add_argument("--paths", nargs="+", default=["sdxl", "controlnet", "ip2p", "ip2p-chunked"],
-                        choices=["sdxl", "controlnet", "ip2p", "ip2p-chunked"])
-    parser.add_argument("--frames", type=int, default=8, help="frames of the comparisons with the references")
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10, help="steps of the ControlNet and InstructPix2Pix runs")
-    parser.add_argument("--cfg", type=float, default=7.5)
-    parser.add_argument("--sampler", default="ddim", help="a sampler_name the references run (ddim, dpmpp_2m, ...)")
-    parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3, help="measured calls per side")
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
+    common.add_video_options(parser, frames=8, steps=10, cfg=7.5, seed=5,
+                             sampler_help="a sampler_name the references run (ddim, dpmpp_2m, ...)",
+                             frames_help="frames of the comparisons with the references",
+                             steps_help="steps of the ControlNet and InstructPix2Pix runs")
     group = parser.add_argument_group("1. Text2Video-Zero on SDXL")
     group.add_argument("--zero-steps", type=int, default=12)
     group.add_argument("--t0", type=int, default=8)
@@ -412,31 +383,7 @@ def parse_arguments():
     group.add_argument("--long-frames", type=int, default=32)
     group.add_argument("--chunk-steps", type=int, default=3)
     group.add_argument("--chunk-rounds", type=int, default=1, help="measured calls per length")
-    return parser.parse_args()
-
-
-def main() -> None:
-    args = parse_arguments()
-    device = common.configure(args)
-    chosen = {name: path for name, path in paths(args).items() if name in args.paths}
-    if args.worker:
-        path = next(path for path in chosen.values() if args.worker in path.variants)
-        common.run_worker(args, device, path.load(), path.variants)
-        return
-
-    common.print_environment(args, device)
-    with common.data_folder() as data_dir:
-        saved = set()
-        for number, (name, path) in enumerate(chosen.items(), 1):
-            if path.save not in saved:
-                print("\n".join(path.save(data_dir)))
-                saved.add(path.save)
-            print(f"\n{number}. {path.title}, {args.width}x{args.height}, cfg {args.cfg}, {args.sampler}")
-            names = list(path.variants)
-            rounds = args.rounds if path.keep_outputs else args.chunk_rounds
-            measured = common.measure(data_dir, device, names, rounds, keep_outputs=path.keep_outputs)
-            common.print_report(measured, *names)
-    print(f"load average at the end: {common.load_average()}")
+    common.run(parser, benchmark)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import math
 import torch
 
 from comfyui_text2video.media import video_io
-from comfyui_text2video.models.loading import load_model
 from comfyui_text2video.nodes.vae import T2VVAEDecode, T2VVAEEncode
 from comfyui_text2video.nodes.video import T2VLoadVideo
 from comfyui_text2video.nodes.video2video import T2VVideoToVideo
@@ -82,18 +81,11 @@ def round_trip_variants(args) -> dict[str, tuple[common.Call, RoundTripSettings]
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    frames: int
-    width: int
-    height: int
-    steps: int
+class Settings(common.VideoSettings):
     strength: float
-    cfg: float
-    sampler: str
-    seed: int
 
     def warm_up(self) -> "Settings":
-        return dataclasses.replace(self, frames=2, width=64, height=64, steps=2)
+        return dataclasses.replace(super().warm_up(), steps=2)
 
 
 def pack(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
@@ -120,16 +112,43 @@ def reference(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:
     return models.reference_frames(output)
 
 
-def video_to_video_variants(args) -> dict[str, tuple[common.Call, Settings]]:
-    settings = Settings(args.frames, args.width, args.height, args.steps, args.strength, args.cfg, args.sampler,
-                        args.seed)
-    return {"pack": (pack, settings), "reference": (reference, settings)}
-
-
 # --------------------------------------------------------------------------- main
 
 
-def parse_arguments():
+def model_and_video(args) -> common.Models:
+    """The mid-size ModelScope-layout model, and the video file in the input folder."""
+    model = models.mid_size(models.TEXT2VIDEO_MODEL)
+
+    def save(data_dir):
+        described = model.save(data_dir)
+        (data_dir / "input").mkdir()
+        video_io.write_video(synthetic_video(args.long_frames, args.io_height, args.io_width),
+                             data_dir / "input" / VIDEO_FILE, "mp4", fps=8.0, quality=95)
+        return described
+
+    return common.Models(save, model.load)
+
+
+def benchmark(args) -> common.Benchmark:
+    model = model_and_video(args)
+    round_trips = round_trip_variants(args)
+    frame_bytes = args.io_width * args.io_height * 3 * 4
+    return common.Benchmark([
+        common.Comparison(
+            model, round_trips, args.io_rounds, keep_outputs=False, ratio=tuple(reversed(round_trips)),
+            title=f"1. T2VLoadVideo -> T2VVAEEncode -> T2VVAEDecode, {args.io_width}x{args.io_height} mp4, "
+                  f"frames_per_batch {args.frames_per_batch}; an IMAGE frame (float32) is "
+                  f"{frame_bytes / common.MIB:.2f} MiB, {args.long_frames} of them "
+                  f"{args.long_frames * frame_bytes / common.MIB:.1f} MiB"),
+        common.Comparison(
+            model, common.pack_against_reference(pack, reference, Settings.from_options(args, strength=args.strength)),
+            args.rounds,
+            title=f"2. video-to-video, {args.frames} frames {args.width}x{args.height}, {args.steps} steps at strength "
+                  f"{args.strength} ({int(args.steps * args.strength)} run), cfg {args.cfg}, {args.sampler}"),
+    ])
+
+
+def main() -> None:
     parser = common.argument_parser(__doc__.splitlines()[0])
     group = parser.add_argument_group("1. load + encode + decode")
     group.add_argument("--short-frames", type=int, default=16)
@@ -139,47 +158,9 @@ def parse_arguments():
     group.add_argument("--frames-per-batch", type=int, default=8, help="the VAE nodes' frames_per_batch")
     group.add_argument("--io-rounds", type=int, default=1, help="measured calls per length")
     group = parser.add_argument_group("2. video-to-video against the reference")
-    group.add_argument("--frames", type=int, default=16)
-    group.add_argument("--width", type=int, default=128)
-    group.add_argument("--height", type=int, default=128)
-    group.add_argument("--steps", type=int, default=8)
+    common.add_video_options(group, frames=16, steps=8, cfg=9.0, seed=7, sampler_help="a T2VVideoToVideo sampler_name")
     group.add_argument("--strength", type=float, default=0.5)
-    group.add_argument("--cfg", type=float, default=9.0)
-    group.add_argument("--sampler", default="ddim", help="a T2VVideoToVideo sampler_name")
-    group.add_argument("--seed", type=int, default=7)
-    group.add_argument("--rounds", type=int, default=3, help="measured calls per side")
-    return parser.parse_args()
-
-
-def main() -> None:
-    args = parse_arguments()
-    device = common.configure(args)
-    if args.worker:
-        common.run_worker(args, device, load_model(models.TEXT2VIDEO_MODEL, "float32"),
-                          {**round_trip_variants(args), **video_to_video_variants(args)})
-        return
-
-    common.print_environment(args, device)
-    with common.data_folder() as data_dir:
-        print(models.save_model(models.TEXT2VIDEO_MODEL, data_dir))
-        (data_dir / "input").mkdir()
-        video_io.write_video(synthetic_video(args.long_frames, args.io_height, args.io_width),
-                             data_dir / "input" / VIDEO_FILE, "mp4", fps=8.0, quality=95)
-
-        frame_bytes = args.io_width * args.io_height * 3 * 4
-        print(f"\n1. T2VLoadVideo -> T2VVAEEncode -> T2VVAEDecode, {args.io_width}x{args.io_height} mp4, "
-              f"frames_per_batch {args.frames_per_batch}; an IMAGE frame (float32) is {frame_bytes / common.MIB:.2f} "
-              f"MiB, {args.long_frames} of them {args.long_frames * frame_bytes / common.MIB:.1f} MiB")
-        round_trips = list(round_trip_variants(args))
-        measured = common.measure(data_dir, device, round_trips, args.io_rounds)
-        common.print_report(measured, *reversed(round_trips))
-
-        print(f"\n2. video-to-video, {args.frames} frames {args.width}x{args.height}, {args.steps} steps at strength "
-              f"{args.strength} ({int(args.steps * args.strength)} run), cfg {args.cfg}, {args.sampler}")
-        measured = common.measure(data_dir, device, list(video_to_video_variants(args)), args.rounds,
-                                  keep_outputs=True)
-        common.print_report(measured, "pack", "reference")
-    print(f"load average at the end: {common.load_average()}")
+    common.run(parser, benchmark)
 
 
 if __name__ == "__main__":
