@@ -20,7 +20,6 @@ Run: `python benchmarks/i2vgen_xl.py` (a few minutes on a busy 2-core machine); 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -67,8 +66,8 @@ def save_model(data_dir: Path) -> str:
         torch.manual_seed(models.BUILD_SEED)
         components = {
             "unet": I2VGenXLUNet(
-                sample_size=32, in_channels=4, out_channels=4, layers_per_block=2,
-                block_out_channels=models.UNET_WIDTHS, down_block_types=("CrossAttnDownBlock3D",) * 3 + ("DownBlock3D",),
+                sample_size=32, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=models.UNET_WIDTHS,
+                down_block_types=("CrossAttnDownBlock3D",) * 3 + ("DownBlock3D",),
                 up_block_types=("UpBlock3D",) + ("CrossAttnUpBlock3D",) * 3, cross_attention_dim=TEXT_WIDTH,
                 attention_head_dim=models.ATTENTION_HEADS, norm_num_groups=32),
             "vae": models._vae(),
@@ -79,20 +78,13 @@ def save_model(data_dir: Path) -> str:
         }
         for module in components.values():
             models._randomize_zero_weights(module)
-    for component, module in components.items():
-        module.save_pretrained(folder / component, safe_serialization=True)
-    (folder / "scheduler").mkdir()
-    (folder / "scheduler" / "scheduler_config.json").write_text(
-        json.dumps({"_class_name": "DDIMScheduler", **models._SCHEDULER_CONFIG}, indent=1))
     index = {"_class_name": "I2VGenXLPipeline", "unet": ["diffusers", "I2VGenXLUNet"],
              "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
              "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
              "feature_extractor": ["transformers", "CLIPImageProcessor"],
              "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "DDIMScheduler"]}
-    (folder / "model_index.json").write_text(json.dumps(index, indent=1))
-    return f"model {MODEL}: " + ", ".join(
-        f"{component} {sum(p.numel() for p in module.parameters()) / 1e6:.1f}M parameters"
-        for component, module in components.items())
+    models.save_pipeline(folder, components, {"_class_name": "DDIMScheduler", **models._SCHEDULER_CONFIG}, index)
+    return models.describe(MODEL, components)
 
 
 def pack(handles, probe: common.Probe, settings: Settings) -> torch.Tensor:

@@ -142,18 +142,26 @@ def save_model(name: str, data_dir: Path) -> str:
                       "text_encoder": _text_encoder(tokenizer, recipe.text_width)}
         for module in components.values():
             _randomize_zero_weights(module)
-    for component, module in components.items():
-        module.save_pretrained(folder / component, safe_serialization=True)
-    (folder / "scheduler").mkdir()
-    (folder / "scheduler" / "scheduler_config.json").write_text(
-        json.dumps({"_class_name": recipe.scheduler, **_SCHEDULER_CONFIG}, indent=1))
     index = {"_class_name": recipe.pipeline, "unet": ["diffusers", recipe.unet_class],
              "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
              "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", recipe.scheduler]}
+    save_pipeline(folder, components, {"_class_name": recipe.scheduler, **_SCHEDULER_CONFIG}, index)
+    return describe(name, components)
+
+
+def save_pipeline(folder: Path, components: dict[str, torch.nn.Module], scheduler: dict, index: dict) -> None:
+    """Built `components` as a diffusers pipeline folder, with the scheduler's config and `model_index.json`."""
+    for component, module in components.items():
+        module.save_pretrained(folder / component, safe_serialization=True)
+    (folder / "scheduler").mkdir()
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=1))
     (folder / "model_index.json").write_text(json.dumps(index, indent=1))
-    return f"model {name}: " + ", ".join(
-        f"{component} {sum(p.numel() for p in module.parameters()) / 1e6:.1f}M parameters"
-        for component, module in components.items())
+
+
+def describe(name: str, components: dict[str, torch.nn.Module]) -> str:
+    """`model NAME: unet 56.7M parameters, ...`: each component's size."""
+    return f"model {name}: " + ", ".join(f"{component} {sum(p.numel() for p in module.parameters()) / 1e6:.1f}M "
+                                         "parameters" for component, module in components.items())
 
 
 def mid_size(name: str) -> common.Models:

@@ -79,22 +79,16 @@ def save_svd_model(data_dir: Path) -> str:
         }
         for module in components.values():
             models._randomize_zero_weights(module)  # the same preparation as the other benchmark models
-    for component, module in components.items():
-        module.save_pretrained(folder / component, safe_serialization=True)
-    (folder / "feature_extractor").mkdir()
+    (folder / "feature_extractor").mkdir(parents=True)
     (folder / "feature_extractor" / "preprocessor_config.json").write_text(json.dumps(IMAGE_PROCESSOR, indent=1))
-    (folder / "scheduler").mkdir()
-    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER, indent=1))
     index = {"_class_name": "StableVideoDiffusionPipeline",
              "unet": ["diffusers", "UNetSpatioTemporalConditionModel"],
              "vae": ["diffusers", "AutoencoderKLTemporalDecoder"],
              "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
              "feature_extractor": ["transformers", "CLIPImageProcessor"],
              "scheduler": ["diffusers", "EulerDiscreteScheduler"]}
-    (folder / "model_index.json").write_text(json.dumps(index, indent=1))
-    return f"model {SVD_MODEL}: " + ", ".join(
-        f"{component} {sum(p.numel() for p in module.parameters()) / 1e6:.1f}M parameters"
-        for component, module in components.items())
+    models.save_pipeline(folder, components, SCHEDULER, index)
+    return models.describe(SVD_MODEL, components)
 
 
 def picture(height: int, width: int) -> np.ndarray:

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 from pathlib import Path
 
@@ -105,19 +104,15 @@ def save_sdxl_model(data_dir: Path) -> str:
         }
         for module in components.values():
             models._randomize_zero_weights(module)
-    for component, module in components.items():
-        module.save_pretrained(folder / component, safe_serialization=True)
     scheduler = {"_class_name": "EulerDiscreteScheduler", **models._SCHEDULER_CONFIG,
                  "timestep_spacing": "leading", "interpolation_type": "linear"}  # SDXL's
-    (folder / "scheduler").mkdir()
-    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=1))
     index = {"_class_name": "StableDiffusionXLPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
              "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
              "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
              "tokenizer_2": ["transformers", "CLIPTokenizer"], "vae": ["diffusers", "AutoencoderKL"],
              "scheduler": ["diffusers", "EulerDiscreteScheduler"]}
-    (folder / "model_index.json").write_text(json.dumps(index, indent=1))
-    return _describe(SDXL_MODEL, components)
+    models.save_pipeline(folder, components, scheduler, index)
+    return models.describe(SDXL_MODEL, components)
 
 
 def save_controlnet(data_dir: Path) -> str:
@@ -134,12 +129,7 @@ def save_controlnet(data_dir: Path) -> str:
             attention_head_dim=models.ATTENTION_HEADS, conditioning_embedding_out_channels=CONTROL_EMBEDDING)
         models._randomize_zero_weights(controlnet)  # its zero convolutions: a trained ControlNet's are not zero
     controlnet.save_pretrained(data_dir / "models" / bridge.CONTROLNET_FOLDER / CONTROLNET, safe_serialization=True)
-    return _describe(CONTROLNET, {"controlnet": controlnet})
-
-
-def _describe(name: str, components: dict) -> str:
-    return f"model {name}: " + ", ".join(f"{component} {sum(p.numel() for p in module.parameters()) / 1e6:.1f}M "
-                                         "parameters" for component, module in components.items())
+    return models.describe(CONTROLNET, {"controlnet": controlnet})
 
 
 # --------------------------------------------------------------------------- inputs
