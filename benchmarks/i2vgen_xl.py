@@ -66,7 +66,8 @@ def save_model(data_dir: Path) -> str:
         torch.manual_seed(models.BUILD_SEED)
         components = {
             "unet": I2VGenXLUNet(
-                sample_size=32, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=models.UNET_WIDTHS,
+                sample_size=32, in_channels=4, out_channels=4, layers_per_block=2,
+                block_out_channels=models.UNET_WIDTHS,
                 down_block_types=("CrossAttnDownBlock3D",) * 3 + ("DownBlock3D",),
                 up_block_types=("UpBlock3D",) + ("CrossAttnUpBlock3D",) * 3, cross_attention_dim=TEXT_WIDTH,
                 attention_head_dim=models.ATTENTION_HEADS, norm_num_groups=32),
