@@ -7,10 +7,11 @@ import copy
 
 import pytest
 import torch
-from reference_pipelines import generator, reference_scheduler
+from reference_pipelines import generator, reference_scheduler, sdxl_modules
 from test_text2video_zero import NEGATIVE, PROMPT, decode, encode
 
 from comfyui_text2video.errors import NodeInputError
+from comfyui_text2video.models.builtin import _activate_zero_layers
 from comfyui_text2video.models.controlnet import ControlNetHandle, load_controlnet
 from comfyui_text2video.nodes.controlnet import T2VApplyControlNet, T2VControlNetLoader
 from comfyui_text2video.nodes.latent import T2VEmptyLatentVideo
@@ -168,6 +169,31 @@ def test_a_controlnet_on_the_positive_alone_leaves_the_negative_prediction_uncon
     assert (mixed - expected).abs().max() < 1e-3
 
 
+def test_an_sdxl_controlnet_equals_the_sdxl_controlnet_pipeline(tiny_sdxl):
+    """An SDXL ControlNet takes the pooled text embedding and time ids too (its `added_cond_kwargs`)."""
+    from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline
+
+    model, _clip, _vae = tiny_sdxl
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = ControlNetModel.from_unet(model.unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
+        _activate_zero_layers(module)
+    controlnet = ControlNetHandle("sdxl-controlnet", module.eval(), model.device)
+    images = control_frames()
+    ours = graph(tiny_sdxl, [(controlnet, images, 0.9, 0.0, 1.0)], sampler="euler", steps=3)
+    pipe = StableDiffusionXLControlNetPipeline(**sdxl_modules(*tiny_sdxl, sampler_name="euler"), controlnet=module)
+    pipe.set_progress_bar_config(disable=True)
+    gen = generator(7)
+    latents = torch.randn((1, 4, HEIGHT // 8, WIDTH // 8), generator=gen).repeat(FRAMES, 1, 1, 1)
+    with cross_frame_processors(model.unet, module):
+        expected = pipe(prompt=[PROMPT] * FRAMES, negative_prompt=[NEGATIVE] * FRAMES, image=images.permute(0, 3, 1, 2),
+                        latents=latents, generator=gen, num_inference_steps=3, guidance_scale=7.5,
+                        controlnet_conditioning_scale=0.9, output_type="pt").images.permute(0, 2, 3, 1)
+    assert (ours - expected).abs().max() < 1e-3
+    uncontrolled = graph(tiny_sdxl, [(controlnet, images, 0.0, 0.0, 1.0)], sampler="euler", steps=3)
+    assert (ours - uncontrolled).abs().max() > 1e-2
+
+
 def test_one_control_frame_serves_every_frame_and_two_controlnets_stack(tiny_sd, tiny_controlnet):
     images = control_frames()
     one = graph(tiny_sd, [(tiny_controlnet, images[:1], 1.0, 0.0, 1.0)], sampler="ddim", steps=3)
@@ -178,6 +204,16 @@ def test_one_control_frame_serves_every_frame_and_two_controlnets_stack(tiny_sd,
                     sampler="ddim", steps=3)
     single = graph(tiny_sd, [(tiny_controlnet, images, 1.0, 0.0, 1.0)], sampler="ddim", steps=3)
     assert (stacked - single).abs().max() < 1e-4  # residuals add up: two halves make one whole
+
+
+def test_a_controlnet_in_another_dtype_than_the_model_gets_its_inputs_in_its_own(tiny_sd, reactive_controlnet):
+    # e.g. a float32 model with a half-precision ControlNet: its inputs are cast to its dtype, its residuals back
+    half = ControlNetHandle("bf16", copy.deepcopy(reactive_controlnet.module).to(torch.bfloat16),
+                            reactive_controlnet.device)
+    images = control_frames()
+    ours = graph(tiny_sd, [(half, images, 1.0, 0.0, 1.0)], sampler="ddim", steps=2)
+    full = graph(tiny_sd, [(reactive_controlnet, images, 1.0, 0.0, 1.0)], sampler="ddim", steps=2)
+    assert (ours - full).abs().max() < 0.05
 
 
 def test_control_frames_of_another_count_are_refused(tiny_sd, tiny_controlnet):

@@ -379,11 +379,11 @@ def gif_with_big_screen(path: Path, frames: int, width: int, height: int) -> Non
 def test_10_a_huge_animated_gif_is_refused_before_decoding(tmp_path):
     path = tmp_path / "huge.gif"
     gif_with_big_screen(path, 41, 6000, 6000)
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: decoding 1476 megapixels would take many seconds of it
     with pytest.raises(video_io.VideoIOError, match=r"'huge.gif' has 41 frames of 6000x6000; decoding 41 of them "
                                                     r"whole takes 1476 megapixels, more than the 400") as refused:
         video_io.read_frames(path, width=64)
-    assert refused.value.argument == "path" and time.monotonic() - started < 1
+    assert refused.value.argument == "path" and time.process_time() - started < 1
     assert "frame_limit" in refused.value.problem
 
 
