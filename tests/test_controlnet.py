@@ -206,12 +206,17 @@ def test_one_control_frame_serves_every_frame_and_two_controlnets_stack(tiny_sd,
     assert (stacked - single).abs().max() < 1e-4  # residuals add up: two halves make one whole
 
 
-def test_a_controlnet_in_another_dtype_than_the_model_gets_its_inputs_in_its_own(tiny_sd, reactive_controlnet):
-    # e.g. a float32 model with a half-precision ControlNet: its inputs are cast to its dtype, its residuals back
-    half = ControlNetHandle("bf16", copy.deepcopy(reactive_controlnet.module).to(torch.bfloat16),
-                            reactive_controlnet.device)
+@pytest.mark.parametrize("model_dtype, controlnet_dtype", [("float32", torch.bfloat16), ("bfloat16", torch.float32)])
+def test_a_controlnet_in_another_dtype_than_the_model_works_in_its_own(tiny_sd, reactive_controlnet, model_dtype,
+                                                                      controlnet_dtype):
+    # e.g. a half-precision ControlNet with a float32 model: its inputs are cast to its dtype, its residuals back
+    from comfyui_text2video.models.loading import load_model
+
+    handles = tiny_sd if model_dtype == "float32" else load_model("builtin:tiny-sd15", model_dtype)
+    other = ControlNetHandle("other", copy.deepcopy(reactive_controlnet.module).to(controlnet_dtype),
+                             reactive_controlnet.device)
     images = control_frames()
-    ours = graph(tiny_sd, [(half, images, 1.0, 0.0, 1.0)], sampler="ddim", steps=2)
+    ours = graph(handles, [(other, images, 1.0, 0.0, 1.0)], sampler="ddim", steps=2)
     full = graph(tiny_sd, [(reactive_controlnet, images, 1.0, 0.0, 1.0)], sampler="ddim", steps=2)
     assert (ours - full).abs().max() < 0.05
 

@@ -231,7 +231,8 @@ def test_continuing_a_stopped_run_on_another_shape_is_refused(tiny_t2v):
     first = T2VSampler().sample(model, positive, negative, T2VEmptyLatentVideo().create(32, 32, 2, 1)[0], 5, 6, 7.5,
                                 "dpmpp_2m", "normal", 1.0, end_step=2, return_with_leftover_noise=True)[0]
     upscaled = {**first, "samples": torch.nn.functional.interpolate(first["samples"], scale_factor=(1, 2, 2))}
-    with pytest.raises(NodeInputError, match=r"input 'latent'.*shape \(1, 4, 2, 4, 4\), this one has \(1, 4, 2, 8, 8\)"):
+    with pytest.raises(NodeInputError, match=r"input 'latent'.*shape \(1, 4, 2, 4, 4\), this one has \(1, 4, 2, 8, 8\); "
+                                             r"a stopped run continues only on the same latent"):
         T2VSampler().sample(model, positive, negative, upscaled, 5, 6, 7.5, "dpmpp_2m", "normal", 1.0, start_step=2,
                             add_noise=False)
 
