@@ -41,9 +41,18 @@ process got 20-50% of a core; `training_log.jsonl` has every figure):
   67%), direction 26% (chance); micro-sd under Text2Video-Zero colour 94%, motion-field direction 74%; held-out
   combinations: 1 of 2 in the right colour.
 - What it learnt: colours (and shapes) from the prompt on both models; Text2Video-Zero follows the motion field.
-  The video model's direction does not follow the prompt yet (the seed decides it): its temporal layers have no
-  frame positions, so "moving right" must be learnt through the time convolutions' edges, slowly; that needs more
-  steps than this budget (or a longer run with `--resume`).
+  The video model's direction does not follow the prompt (the seed decides it), and more steps of this recipe do
+  not change that. Why: in this world every frame has the same distribution of object places unless the
+  direction is known, so knowing a frame's place in the clip pays off only together with reading the direction,
+  and the other way round (a saddle the loss barely leaves); and `UNet3DConditionModel`'s temporal layers have no
+  frame positions (attention without position embeddings, time convolutions whose last layer starts at zero), so
+  a frame can tell where it is only from the convolutions' zero padding. Tried on the shipped weights (session 4,
+  not kept): 1,100 more steps of this stage; 850 steps training only the temporal layers and cross-attention with
+  the noisiest steps weighted as an x0 loss; 200 steps adding a loss that rewards the clip's direction over the
+  opposite one; 1,500 steps starting with clips that all move right or down. In every case the x0 error with the
+  opposite direction in the caption stayed within 0.5% of the error with the right one (t 500-900) and direction
+  stayed at chance (19-31%). Next to try: frame positions the model can read (e.g. the clip's first frame given,
+  as image-to-video models have), or a larger model and many more steps.
 """
 
 from __future__ import annotations
