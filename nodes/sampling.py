@@ -123,7 +123,8 @@ class T2VSampler:
         positive, negative = guidance_conditioning(NODE, positive, negative, cfg, model)
         memory = explain_out_of_memory(NODE, f"sampling {samples.shape[2]} frames",
                                        sampling_memory_options(model, samples.shape[2]))
-        with memory, StepProgress(NODE) as progress:
+        passes_steps = model.free_init.total_steps(steps) if model.free_init else None
+        with memory, StepProgress(NODE, passes_steps) as progress:
             out, state = sample_model(model, positive, negative, cfg, samples, plan,
                                       seeded_generator(seed), state, progress)
         result = {key: value for key, value in latent.items() if key not in ("samples", RESUME_KEY)}

@@ -28,6 +28,10 @@ class FreeInitOptions:
             return steps
         return max(1, int(steps / self.iterations * (iteration + 1)))
 
+    def total_steps(self, steps: int) -> int:
+        """The steps all passes of a `steps`-step schedule run together (the progress bar's length)."""
+        return sum(self.steps(steps, iteration) for iteration in range(self.iterations))
+
 
 def low_pass_filter(frames: int, height: int, width: int, options: FreeInitOptions) -> torch.Tensor:
     """The `[F, h, w]` weights of the low frequencies (zero frequency at the centre, as after `fftshift`).
