@@ -192,6 +192,8 @@ def test_an_sdxl_controlnet_equals_the_sdxl_controlnet_pipeline(tiny_sdxl):
     assert (ours - expected).abs().max() < 1e-3
     uncontrolled = graph(tiny_sdxl, [(controlnet, images, 0.0, 0.0, 1.0)], sampler="euler", steps=3)
     assert (ours - uncontrolled).abs().max() > 1e-2
+    half = ControlNetHandle("sdxl-controlnet-bf16", copy.deepcopy(module).to(torch.bfloat16), model.device)
+    assert (graph(tiny_sdxl, [(half, images, 0.9, 0.0, 1.0)], sampler="euler", steps=3) - ours).abs().max() < 0.05
 
 
 def test_one_control_frame_serves_every_frame_and_two_controlnets_stack(tiny_sd, tiny_controlnet):
