@@ -95,3 +95,33 @@ def tiny_svd(data_dir):
     from comfyui_text2video.models.loading import load_model
 
     return load_model("builtin:tiny-svd", "float32")
+
+
+class ProgressTicks(list):
+    """The `(done, total)` of every progress-bar tick; with `cancel_at = n` the user presses Cancel at the n-th."""
+
+    cancel_at: int | None = None
+
+
+@pytest.fixture
+def progress_ticks(monkeypatch):
+    """Stands in for the host's progress bar and records what nodes show on it."""
+    from comfyui_text2video import bridge
+
+    ticks = ProgressTicks()
+
+    class RecordingBar:
+        def __init__(self, total, description=""):
+            self.total = total
+
+        def update(self, done, preview=None):
+            ticks.append((done, self.total))
+            if len(ticks) == ticks.cancel_at:
+                bridge.request_interrupt()
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(bridge, "Progress", RecordingBar)
+    return ticks
+

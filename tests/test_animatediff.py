@@ -112,34 +112,18 @@ def test_free_init_with_a_stochastic_sampler_equals_enable_free_init(tiny_sd, ad
     assert (ours - frames_of(expected)).abs().max() < 1e-3
 
 
-def test_free_init_ticks_the_progress_bar_in_every_pass_and_stops_when_interrupted(animated, monkeypatch):
-    from comfyui_text2video import bridge
-
-    ticks = []
-
-    class Bar:
-        def __init__(self, total, description):
-            self.total = total
-
-        def update(self, done, preview=None):
-            ticks.append((done, self.total))
-            if len(ticks) == 4:
-                bridge.request_interrupt()  # the user presses Cancel during the second pass
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(bridge, "Progress", Bar)
+def test_free_init_ticks_the_progress_bar_in_every_pass_and_stops_when_interrupted(animated, progress_ticks):
+    progress_ticks.cancel_at = 4  # the user presses Cancel during the second pass
     model, clip, vae = animated
     free = T2VFreeInit().patch(model, 2, "butterworth", 4, 0.25, 0.25)[0]
     with pytest.raises(KeyboardInterrupt):
         text2video((free, clip, vae), sampler="ddim", steps=3, frames=2)
-    assert ticks == [(1, 6), (2, 6), (3, 6), (4, 6)]  # two passes of 3 steps on one bar; nothing ran after Cancel
+    assert progress_ticks == [(1, 6), (2, 6), (3, 6), (4, 6)]  # two passes of 3 steps on one bar; none after Cancel
     fast = T2VFreeInit().patch(model, 3, "butterworth", 4, 0.25, 0.25, fast_sampling=True)[0]
-    ticks.clear()
+    progress_ticks.clear()
     with pytest.raises(KeyboardInterrupt):
         text2video((fast, clip, vae), sampler="ddim", steps=6, frames=2)
-    assert ticks[-1] == (4, 2 + 4 + 6)  # coarse to fine: passes of 2, 4 and 6 steps
+    assert progress_ticks[-1] == (4, 2 + 4 + 6)  # coarse to fine: passes of 2, 4 and 6 steps
 
 
 def test_free_init_fast_sampling_equals_enable_free_init(tiny_sd, adapter, animated):

@@ -173,22 +173,9 @@ def test_motion_node_needs_sampler_state(tiny_sd):
         T2VMotionFieldLatent().move(plain, plain, 4, 1.0, 1.0)
 
 
-def test_progress_counts_every_stage_on_one_bar(tiny_sd, monkeypatch):
-    seen = []
-
-    class RecordingProgress:
-        def __init__(self, total, description=""):
-            seen.append(("total", total))
-
-        def update(self, done, preview=None):
-            seen.append(done)
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(bridge, "Progress", RecordingProgress)
+def test_progress_counts_every_stage_on_one_bar(tiny_sd, progress_ticks):
     all_in_one(tiny_sd, steps=6, t0=2, t1=4, frames=5, chunk_size=3)  # frame 0: 3 steps, then 3 chunks x 5
-    assert seen == [("total", 18), *range(1, 19)]
+    assert progress_ticks == [(done, 18) for done in range(1, 19)]
 
 
 def test_a_v_prediction_image_model_matches_the_reference(tiny_sd_v):

@@ -135,25 +135,9 @@ def test_upscaled_hard_edges_stay_within_0_and_1():
     assert upscaled.min() == 0.0 and upscaled.max() == 1.0
 
 
-def test_video_to_video_ticks_the_progress_bar_each_step_and_stops_when_interrupted(tiny_t2v, monkeypatch):
-    from comfyui_text2video import bridge
-
-    ticks = []
-
-    class Bar:
-        def __init__(self, total, description):
-            self.total = total
-
-        def update(self, done, preview=None):
-            ticks.append((done, self.total))
-            if done == 2:
-                bridge.request_interrupt()  # the user presses Cancel during the second step
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(bridge, "Progress", Bar)
+def test_video_to_video_ticks_the_progress_bar_each_step_and_stops_when_interrupted(tiny_t2v, progress_ticks):
+    progress_ticks.cancel_at = 2  # the user presses Cancel during the second step
     frames = torch.rand(3, 32, 32, 3, generator=torch.Generator().manual_seed(0))
     with pytest.raises(KeyboardInterrupt):
         refine(tiny_t2v, frames, strength=0.8, steps=5)
-    assert ticks == [(1, 4), (2, 4)]  # strength 0.8 of 5 steps runs 4; nothing ran after the interrupt
+    assert progress_ticks == [(1, 4), (2, 4)]  # strength 0.8 of 5 steps runs 4; nothing ran after the interrupt
