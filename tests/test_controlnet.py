@@ -64,26 +64,33 @@ def cross_frame_processors(*modules):
 
 
 def reference(handles, controlnet, images, *, sampler, steps, strength=1.0, start=0.0, end=1.0, seed=7):
-    """StableDiffusionControlNetPipeline with the Text2Video-Zero processors; `controlnet`, `images`,
-    `strength`, `start` and `end` may be lists (a MultiControlNetModel, per-ControlNet windows)."""
-    from diffusers import StableDiffusionControlNetPipeline
+    """diffusers' ControlNet pipeline for the model (SD or SDXL) with the Text2Video-Zero processors; `controlnet`,
+    `images`, `strength`, `start` and `end` may be lists (a MultiControlNetModel, per-ControlNet windows)."""
+    from diffusers import StableDiffusionControlNetPipeline, StableDiffusionXLControlNetPipeline
 
     model, clip, vae = handles
-    modules = [c.module for c in controlnet] if isinstance(controlnet, list) else controlnet.module
-    pipe = StableDiffusionControlNetPipeline(
-        vae=vae.vae, text_encoder=clip.text_encoder, tokenizer=clip.tokenizer, unet=model.unet,
-        controlnet=modules, scheduler=reference_scheduler(sampler, "normal", model.scheduler_config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    several = isinstance(controlnet, list)
+    controlnets, videos = (controlnet, images) if several else ([controlnet], [images])
+    modules = [c.module for c in controlnets]
+    control_images = [video.permute(0, 3, 1, 2) for video in videos]
+    if model.family.name == "sdxl":
+        pipe = StableDiffusionXLControlNetPipeline(**sdxl_modules(*handles, sampler_name=sampler),
+                                                   controlnet=modules if several else modules[0])
+    else:
+        pipe = StableDiffusionControlNetPipeline(
+            vae=vae.vae, text_encoder=clip.text_encoder, tokenizer=clip.tokenizer, unet=model.unet,
+            controlnet=modules if several else modules[0],
+            scheduler=reference_scheduler(sampler, "normal", model.scheduler_config), safety_checker=None,
+            feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    frames = (images[0] if isinstance(images, list) else images).shape[0]
-    control_images = [i.permute(0, 3, 1, 2) for i in images] if isinstance(images, list) else images.permute(0, 3, 1, 2)
+    frames = videos[0].shape[0]
     gen = generator(seed)
     latents = torch.randn((1, 4, HEIGHT // 8, WIDTH // 8), generator=gen).repeat(frames, 1, 1, 1)
-    with cross_frame_processors(model.unet, *(modules if isinstance(modules, list) else [modules])):
+    with cross_frame_processors(model.unet, *modules):
         video = pipe(prompt=[PROMPT] * frames, negative_prompt=[NEGATIVE] * frames,
-                     image=control_images, latents=latents, generator=gen, num_inference_steps=steps,
-                     guidance_scale=7.5, controlnet_conditioning_scale=strength, control_guidance_start=start,
-                     control_guidance_end=end, output_type="pt").images
+                     image=control_images if several else control_images[0], latents=latents, generator=gen,
+                     num_inference_steps=steps, guidance_scale=7.5, controlnet_conditioning_scale=strength,
+                     control_guidance_start=start, control_guidance_end=end, output_type="pt").images
     return torch.as_tensor(video).permute(0, 2, 3, 1)
 
 
@@ -171,7 +178,7 @@ def test_a_controlnet_on_the_positive_alone_leaves_the_negative_prediction_uncon
 
 def test_an_sdxl_controlnet_equals_the_sdxl_controlnet_pipeline(tiny_sdxl):
     """An SDXL ControlNet takes the pooled text embedding and time ids too (its `added_cond_kwargs`)."""
-    from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline
+    from diffusers import ControlNetModel
 
     model, _clip, _vae = tiny_sdxl
     with torch.random.fork_rng(devices=[]):
@@ -181,14 +188,7 @@ def test_an_sdxl_controlnet_equals_the_sdxl_controlnet_pipeline(tiny_sdxl):
     controlnet = ControlNetHandle("sdxl-controlnet", module.eval(), model.device)
     images = control_frames()
     ours = graph(tiny_sdxl, [(controlnet, images, 0.9, 0.0, 1.0)], sampler="euler", steps=3)
-    pipe = StableDiffusionXLControlNetPipeline(**sdxl_modules(*tiny_sdxl, sampler_name="euler"), controlnet=module)
-    pipe.set_progress_bar_config(disable=True)
-    gen = generator(7)
-    latents = torch.randn((1, 4, HEIGHT // 8, WIDTH // 8), generator=gen).repeat(FRAMES, 1, 1, 1)
-    with cross_frame_processors(model.unet, module):
-        expected = pipe(prompt=[PROMPT] * FRAMES, negative_prompt=[NEGATIVE] * FRAMES, image=images.permute(0, 3, 1, 2),
-                        latents=latents, generator=gen, num_inference_steps=3, guidance_scale=7.5,
-                        controlnet_conditioning_scale=0.9, output_type="pt").images.permute(0, 2, 3, 1)
+    expected = reference(tiny_sdxl, controlnet, images, sampler="euler", steps=3, strength=0.9)
     assert (ours - expected).abs().max() < 1e-3
     uncontrolled = graph(tiny_sdxl, [(controlnet, images, 0.0, 0.0, 1.0)], sampler="euler", steps=3)
     assert (ours - uncontrolled).abs().max() > 1e-2
