@@ -233,8 +233,10 @@ def _activate_zero_layers(model: torch.nn.Module) -> None:
             param.data.normal_(0.0, 0.5 / fan_in**0.5)
 
 
+@functools.lru_cache(maxsize=None)
 def _micro_digest(unet_part: str) -> str:
-    """A short hash of the shipped weights a micro model is made of: retrained weights get a new cache folder."""
+    """A short hash of the shipped weights a micro model is made of: retrained weights get a new cache folder.
+    Read once per process (every load of the model resolves its folder)."""
     digest = hashlib.sha256(json.dumps(_SCHEDULER, sort_keys=True).encode())
     for part in (*MICRO_SHARED, unet_part):
         for path in sorted((MICRO_DIR / part).iterdir()):
@@ -248,12 +250,12 @@ def _build(name: str, folder: Path) -> None:
     unet_class, make_unet = recipe["unet"]
     text = recipe.get("text", _CLIP)
     index = {"_class_name": recipe["pipeline"], "unet": ["diffusers", unet_class]}
+    for tokenizer, encoder, encoder_class, _pad_token in text:
+        index.update({tokenizer: ["transformers", "CLIPTokenizer"], encoder: ["transformers", encoder_class]})
     vae_class, make_vae = recipe.get("vae", ("AutoencoderKL", _vae))
     if isinstance(make_unet, str):  # a trained micro model: its shipped weights
         for component, part in {**{part: part for part in MICRO_SHARED}, "unet": make_unet}.items():
             shutil.copytree(MICRO_DIR / part, folder / component)
-        index.update({"tokenizer": ["transformers", "CLIPTokenizer"],
-                      "text_encoder": ["transformers", "CLIPTextModel"]})
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RECIPE_VERSION)
@@ -261,7 +263,6 @@ def _build(name: str, folder: Path) -> None:
             for tokenizer, encoder, encoder_class, pad_token in text:
                 vocab_size = write_tokenizer(folder / tokenizer, pad_token=pad_token)
                 components.append((encoder, _text_encoder(encoder_class, vocab_size)))
-                index.update({tokenizer: ["transformers", "CLIPTokenizer"], encoder: ["transformers", encoder_class]})
             components.append(("vae", make_vae(recipe.get("vae_scaling_factor", 0.18215))))
             if recipe.get("image_encoder"):
                 components.append(("image_encoder", _image_encoder()))
