@@ -7,15 +7,22 @@ world (`microworld.HELD_OUT`) are neither trained on nor used here.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from comfyui_text2video.headless.runner import run_workflow
+from comfyui_text2video.media import video_io
 from comfyui_text2video.nodes import NODE_CLASS_MAPPINGS as NODES
 from comfyui_text2video.samplers.schedulers import SAMPLER_NAMES
 from comfyui_text2video.tools import microworld as world
 
 STEPS = 8
+MOST_DIRECTIONS = 10
+"""Of the sixteen videos of `test_the_object_moves_in_the_prompts_direction`; chance is four."""
 V2V_STRENGTH = 0.7
 """At 0.5 the micro model keeps the clip's colour; 0.7 recolours it and keeps the track."""
 
@@ -66,11 +73,6 @@ def colour_of(frames: np.ndarray) -> str | None:
     return max(set(colours), key=colours.count)
 
 
-def colour_error(frames: np.ndarray, colour: str) -> float:
-    """How far (RGB, 0..255) the object's mean colour is from the palette's `colour`, averaged over the frames."""
-    return float(np.mean([np.linalg.norm(np.array(r.mean_rgb) - world.COLOURS[colour]) for r in readings(frames)]))
-
-
 def assert_shows(frames: np.ndarray, colour: str, direction: str | None = None, min_travel: float = 8.0) -> None:
     """One object of `colour` in every frame, never jumping by its size (and, given `direction`, moving that way)."""
     seen = readings(frames)
@@ -91,6 +93,25 @@ def test_the_object_has_the_prompts_colour(micro_t2v, colour, shape, direction):
     assert_shows(text2video(micro_t2v, world.caption(colour, shape, direction)), colour)
 
 
+def test_the_object_moves_in_the_prompts_direction(micro_t2v):
+    # Sixteen videos, four per direction (two colour/shape pairs, two seeds); chance would get four right.
+    pairs = (("red", "circle"), ("green", "square"), ("yellow", "triangle"), ("blue", "circle"))
+    moved = {(direction, colour, seed): world.motion_direction(readings(
+        text2video(micro_t2v, world.caption(colour, shape, direction), seed=seed)))[0]
+        for i, direction in enumerate(world.DIRECTIONS) for colour, shape in (pairs[i], pairs[i - 1])
+        for seed in (0, 1)}
+    right = [key for key, went in moved.items() if went == key[0]]
+    assert len(right) >= MOST_DIRECTIONS, f"moved {moved}"
+
+
+def test_the_demo_shows_a_red_circle_moving_right(data_dir):
+    # `make demo`, as a new user runs it: the example workflow, its mp4 read back.
+    workflow = json.loads((Path(__file__).parent.parent / "example_workflows/api/text2video.json").read_text())
+    [video] = run_workflow(workflow)["outputs"][0]["files"]
+    frames = video_io.read_frames(video).frames.numpy()
+    assert_shows(frames, "red", "right", min_travel=12.0)
+
+
 @pytest.mark.parametrize("sampler", SAMPLER_NAMES)
 def test_every_sampler_makes_a_recognisable_video(micro_t2v, sampler):
     assert_shows(text2video(micro_t2v, "a green circle moving right", sampler=sampler, seed=1), "green")
@@ -104,18 +125,21 @@ def test_a_split_run_makes_the_same_recognisable_video(micro_t2v):
 
 
 def test_a_negative_prompt_steers_away_from_what_it_names(micro_t2v):
-    # Without a colour in the prompt the model picks one; naming that colour in the negative prompt changes it.
-    picked = colour_of(text2video(micro_t2v, "a circle moving left", seed=4))
-    avoided = text2video(micro_t2v, "a circle moving left", negative=f"a {picked} circle", seed=4)
-    assert colour_of(avoided) != picked
+    # Without a colour in the prompt the model picks one; naming that colour in the negative prompt changes it (for
+    # three of these four seeds: a negative prompt lowers a colour's odds, it does not forbid it).
+    changed = []
+    for seed in range(4):
+        picked = colour_of(text2video(micro_t2v, "a circle moving left", seed=seed))
+        changed.append(colour_of(text2video(micro_t2v, "a circle moving left", negative=f"a {picked} circle",
+                                             seed=seed)) != picked)
+    assert sum(changed) >= 3, changed
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_lower_cfg_follows_the_prompt_less(micro_t2v, seed):
-    # Without guidance (cfg 1) the object is fainter and its colour further from the prompt's.
+    # Without guidance (cfg 1) the object comes out fainter: fewer of its pixels stand out from the background.
     prompt = "a green square moving up"
     unguided, guided = (text2video(micro_t2v, prompt, seed=seed, cfg=cfg) for cfg in (1.0, 7.0))
-    assert colour_error(unguided, "green") > colour_error(guided, "green") + 3.0
     assert np.mean([r.area for r in readings(unguided)]) < 0.85 * np.mean([r.area for r in readings(guided)])
 
 

@@ -21,6 +21,9 @@ Stages, in order (each writes its weights into `models/micro/`, the later ones r
   the 3D blocks and starts from its trained weights, its temporal layers as identities (ModelScope's recipe:
   it already draws the prompt's object on every frame and only learns the motion); trained from random
   weights, with cross-attention in its middle block only, it had not learnt to read the prompt after 400 steps.
+  While `unet3d` trains, a linear probe (training only, not saved) reads the caption's direction from the first
+  block's output, pooled over frames and space, and its loss (weight `direction_probe`) is added: it makes the
+  cross-attention write the direction into the features the temporal layers see (see "What it learnt").
 - `eval`: renders every colour/shape/direction combination through the pack's nodes and reports how often the
   colour and the direction come out right, by colour, by direction, and for the held-out combinations.
 
@@ -33,26 +36,30 @@ Measured (1 thread each, nice 5, on the project's 2-core machine shared with oth
 process got 20-50% of a core; `training_log.jsonl` has every figure):
 
 - text 1 s; vae 1000 of its 2000 steps (stopped at a checkpoint: object colour error 12 of 255, MSE 0.0048 on
-  -1..1) 846 s; latents 2208 clips 222 s; unet2d 800 of 1500 steps (stopped at a checkpoint: colours right) 1839 s;
-  unet3d 1000 steps 2679 s (unet2d and unet3d ran one after the other; the abandoned from-scratch unet3d ran 400
-  steps, 1813 s, alongside unet2d). About 95 minutes for the shipped weights (2.4 M parameters, 4.9 MB).
+  -1..1) 846 s; latents 2208 clips 222 s; unet2d 800 of 1500 steps (stopped at a checkpoint: colours right) 1839 s.
+- unet3d (session 5, two 1-thread jobs on the 2 cores): `unet3d` 1000 steps 952 s, then three resumed runs
+  (`unet3d --resume --steps N`, each with a fresh optimiser, warm-up and cosine decay, and the same seed), N =
+  1000, 1500, 1500: 1057 s, 1555 s, 1692 s. 5,000 steps, about 88 minutes. The weights before it (1000 steps
+  without the probe, 2679 s) are in git history.
 - Per step on an idle core: unet3d 0.6 s (batch 8), unet2d 0.2 s (batch 32), vae 0.35 s (batch 16).
-- eval (one seed, 10 steps, 48 combinations): micro-text2video colour right 94% of trained combinations (blue
-  67%), direction 26% (chance); micro-sd under Text2Video-Zero colour 94%, motion-field direction 74%; held-out
-  combinations: 1 of 2 in the right colour.
-- What it learnt: colours (and shapes) from the prompt on both models; Text2Video-Zero follows the motion field.
-  The video model's direction does not follow the prompt (the seed decides it), and more steps of this recipe do
-  not change that. Why: in this world every frame has the same distribution of object places unless the
-  direction is known, so knowing a frame's place in the clip pays off only together with reading the direction,
-  and the other way round (a saddle the loss barely leaves); and `UNet3DConditionModel`'s temporal layers have no
-  frame positions (attention without position embeddings, time convolutions whose last layer starts at zero), so
-  a frame can tell where it is only from the convolutions' zero padding. Tried on the shipped weights (session 4,
-  not kept): 1,100 more steps of this stage; 850 steps training only the temporal layers and cross-attention with
-  the noisiest steps weighted as an x0 loss; 200 steps adding a loss that rewards the clip's direction over the
-  opposite one; 1,500 steps starting with clips that all move right or down. In every case the x0 error with the
-  opposite direction in the caption stayed within 0.5% of the error with the right one (t 500-900) and direction
-  stayed at chance (19-31%). Next to try: frame positions the model can read (e.g. the clip's first frame given,
-  as image-to-video models have), or a larger model and many more steps.
+- eval: see `training_log.jsonl` (last entries) and the README's figures.
+- What it learnt: colours (and shapes) from the prompt on both models (the video model draws blue triangles red);
+  Text2Video-Zero follows the motion field; the video model follows the prompt's direction in about 3 videos of 4
+  (10 DDIM steps; chance is 1 in 4), more often with more steps. Direction accuracy grew with every run: after
+  1000 steps 31%, 2000 63%, 3500 73%, 5000 76% (2 seeds of every colour and direction; circles and squares after 1000 steps, all shapes after).
+- Why the probe: without it direction stayed at chance whatever was tried (session 4, on the earlier weights:
+  1,100 more steps; 850 steps training only the temporal layers and cross-attention with the noisiest steps
+  weighted as an x0 loss; 200 steps with a loss rewarding the clip's direction over the opposite one; 1,500 steps
+  starting with clips that all move right or down), and even the axis (horizontal or vertical, which needs no
+  frame order) was at chance: the model did not use the direction word at all. The image UNet it starts from
+  learnt to ignore that word (a single frame does not show a direction), so the features reaching the temporal
+  layers (which have no cross-attention) carried no direction, and the temporal layers had no reason to read one:
+  a product of two zero paths, whose gradient is zero. The probe gives the first path a gradient of its own; with
+  it, the x0 error at t 800-900 with the opposite direction in the caption became 11% higher than with the right
+  one (it had stayed within 0.5%), and sampling followed. Tried the same session and not kept: the probe on the
+  earlier weights for 600 steps (direction still at chance), the noisiest steps weighted up to 10x as an x0 loss
+  (no better than without), and a world with faster objects (4-5 px a frame: 74% after 2000 steps, 80% after 3200;
+  not kept for a 4-point gain within the eval's noise).
 """
 
 from __future__ import annotations
@@ -80,7 +87,7 @@ SETTINGS = {
     "unet3d": {"seed": 4, "steps": 1000, "batch": 8, "lr": 1e-3, "warmup": 0.03, "ema": 0.999,
                "block_out_channels": (32, 64), "down_block_types": ("CrossAttnDownBlock3D", "DownBlock3D"),
                "up_block_types": ("UpBlock3D", "CrossAttnUpBlock3D"), "attention_head_dim": 8, "save_every": 50,
-               "init_from": "unet2d"},
+               "init_from": "unet2d", "direction_probe": 0.1},
     "unet2d": {"seed": 5, "steps": 1500, "batch": 64, "lr": 2e-3, "warmup": 0.03, "ema": 0.999,
                "block_out_channels": (32, 64), "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
                "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"), "attention_head_dim": 8, "save_every": 100},
@@ -292,6 +299,29 @@ def _inflate(unet3d, unet2d) -> None:
         raise ValueError(f"the image UNet's layout differs: {len(source) - copied} of its weights have no place")
 
 
+class _DirectionProbe:
+    """A training-only linear read-out of the caption's direction from the first block's features (pooled over
+    frames and space). Its loss makes the cross-attention write the direction into the features the temporal layers
+    see; without it neither side starts using the direction (see the module docstring). Not saved."""
+
+    def __init__(self, unet, channels: int):
+        self.head = torch.nn.Linear(channels, len(world.DIRECTIONS))
+        self.features = None
+        unet.down_blocks[0].register_forward_hook(lambda module, args, output: setattr(self, "features", output[0]))
+        self.accuracy = 0.0
+
+    def loss(self, texts: list[str], batch: int) -> torch.Tensor:
+        names = list(world.DIRECTIONS)
+        labels = torch.tensor([next((names.index(w) for w in t.split() if w in names), -100) for t in texts])
+        pooled = self.features.reshape(batch, -1, *self.features.shape[1:]).mean((1, 3, 4))
+        logits = self.head(pooled)
+        known = labels >= 0
+        if not known.any():
+            return logits.sum() * 0.0
+        self.accuracy = 0.9 * self.accuracy + 0.1 * (logits[known].argmax(1) == labels[known]).float().mean().item()
+        return torch.nn.functional.cross_entropy(logits[known], labels[known])
+
+
 def train_unet(kind: str, steps: int | None, resume: bool = False) -> None:
     """Train a UNet from scratch, or (`resume`) go on from its saved weights with a fresh optimiser."""
     from diffusers import DDPMScheduler, UNet2DConditionModel, UNet3DConditionModel
@@ -322,7 +352,9 @@ def train_unet(kind: str, steps: int | None, resume: bool = False) -> None:
     alphas = noise_schedule.alphas_cumprod
     snr = alphas / (1 - alphas)
     weights = torch.clamp(snr, max=SETTINGS["min_snr_gamma"]) / snr
-    optimiser = torch.optim.AdamW(unet.parameters(), lr=s["lr"], weight_decay=0.0)
+    probe = _DirectionProbe(unet, s["block_out_channels"][0]) if video and s.get("direction_probe") else None
+    trained = list(unet.parameters()) + (list(probe.head.parameters()) if probe else [])
+    optimiser = torch.optim.AdamW(trained, lr=s["lr"], weight_decay=0.0)
     steps = steps or s["steps"]
     schedule = _warmup_cosine(optimiser, s["lr"], steps, s["warmup"])
     for step in range(steps):
@@ -330,16 +362,20 @@ def train_unet(kind: str, steps: int | None, resume: bool = False) -> None:
         x0 = latents[picks]
         if not video:  # one random frame of each clip
             x0 = x0[torch.arange(len(picks)), :, torch.from_numpy(rng.integers(world.FRAMES, size=len(picks)))]
-        text = torch.stack([captions(_training_caption(rng, *labels[i], video)) for i in picks])
+        texts = [_training_caption(rng, *labels[i], video) for i in picks]
+        text = torch.stack([captions(t) for t in texts])
         noise = torch.randn_like(x0)
         t = torch.randint(0, len(alphas), (len(picks),))
         noisy = noise_schedule.add_noise(x0, noise, t)
         predicted = unet(noisy, t, encoder_hidden_states=text).sample
         per_sample = (predicted - noise).pow(2).flatten(1).mean(1)
         loss = (per_sample * weights[t]).mean()
+        if probe:
+            probe_loss = probe.loss(texts, len(picks))
+            loss = loss + s["direction_probe"] * probe_loss
         optimiser.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimiser.step()
         schedule.step()
         decay = min(s["ema"], (1 + step) / (10 + step))
@@ -347,7 +383,8 @@ def train_unet(kind: str, steps: int | None, resume: bool = False) -> None:
             for mine, averaged in zip(unet.parameters(), ema.parameters()):
                 averaged.lerp_(mine, 1 - decay)
         if step % 50 == 0:
-            print(f"{kind} step {step} loss {loss.item():.4f} ({time.time() - start:.0f}s)", flush=True)
+            extra = f" probe {probe_loss.item():.3f} acc {probe.accuracy:.2f}" if probe else ""
+            print(f"{kind} step {step} loss {loss.item():.4f}{extra} ({time.time() - start:.0f}s)", flush=True)
         if (step + 1) % s["save_every"] == 0 or step == steps - 1:
             _save(ema, kind)
     _log(kind, time.time() - start, steps=steps, resumed=resume, parameters=sum(p.numel() for p in unet.parameters()))
