@@ -20,6 +20,8 @@ from comfyui_text2video.nodes import NODE_CLASS_MAPPINGS as NODES
 from comfyui_text2video.samplers.schedulers import SAMPLER_NAMES
 from comfyui_text2video.tools import microworld as world
 
+DEMO = Path(__file__).resolve().parent.parent / "example_workflows" / "text2video.json"
+"""The workflow `make demo` renders."""
 STEPS = 8
 MOST_DIRECTIONS = 10
 """Of the sixteen videos of `test_the_object_moves_in_the_prompts_direction`; chance is four."""
@@ -105,9 +107,8 @@ def test_the_object_moves_in_the_prompts_direction(micro_t2v):
 
 
 def test_the_demo_shows_a_red_circle_moving_right(data_dir):
-    # `make demo`, as a new user runs it: the example workflow, its mp4 read back.
-    workflow = json.loads((Path(__file__).parent.parent / "example_workflows/api/text2video.json").read_text())
-    [video] = run_workflow(workflow)["outputs"][0]["files"]
+    # `make demo`, as a new user runs it: the editor-format example workflow, its mp4 read back.
+    [video] = run_workflow(json.loads(DEMO.read_text()))["outputs"][0]["files"]
     frames = video_io.read_frames(video).frames.numpy()
     assert_shows(frames, "red", "right", min_travel=12.0)
 
