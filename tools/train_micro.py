@@ -310,10 +310,10 @@ class _DirectionProbe:
         unet.down_blocks[0].register_forward_hook(lambda module, args, output: setattr(self, "features", output[0]))
         self.accuracy = 0.0
 
-    def loss(self, texts: list[str], batch: int) -> torch.Tensor:
+    def loss(self, texts: list[str]) -> torch.Tensor:
         names = list(world.DIRECTIONS)
         labels = torch.tensor([next((names.index(w) for w in t.split() if w in names), -100) for t in texts])
-        pooled = self.features.reshape(batch, -1, *self.features.shape[1:]).mean((1, 3, 4))
+        pooled = self.features.reshape(len(texts), -1, *self.features.shape[1:]).mean((1, 3, 4))
         logits = self.head(pooled)
         known = labels >= 0
         if not known.any():
@@ -371,7 +371,7 @@ def train_unet(kind: str, steps: int | None, resume: bool = False) -> None:
         per_sample = (predicted - noise).pow(2).flatten(1).mean(1)
         loss = (per_sample * weights[t]).mean()
         if probe:
-            probe_loss = probe.loss(texts, len(picks))
+            probe_loss = probe.loss(texts)
             loss = loss + s["direction_probe"] * probe_loss
         optimiser.zero_grad()
         loss.backward()
