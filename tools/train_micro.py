@@ -37,16 +37,18 @@ process got 20-50% of a core; `training_log.jsonl` has every figure):
 
 - text 1 s; vae 1000 of its 2000 steps (stopped at a checkpoint: object colour error 12 of 255, MSE 0.0048 on
   -1..1) 846 s; latents 2208 clips 222 s; unet2d 800 of 1500 steps (stopped at a checkpoint: colours right) 1839 s.
-- unet3d (session 5, two 1-thread jobs on the 2 cores): `unet3d` 1000 steps 952 s, then three resumed runs
-  (`unet3d --resume --steps N`, each with a fresh optimiser, warm-up and cosine decay, and the same seed), N =
-  1000, 1500, 1500: 1057 s, 1555 s, 1692 s. 5,000 steps, about 88 minutes. The weights before it (1000 steps
-  without the probe, 2679 s) are in git history.
+- unet3d (sessions 5-6, one or two 1-thread jobs on the 2 cores): `unet3d` 1000 steps 952 s, then five resumed
+  runs (`unet3d --resume --steps N`, each with a fresh optimiser, warm-up and cosine decay, and the same seed), N =
+  1000, 1500, 1500, 1500, 1500: 1057 s, 1555 s, 1692 s, 1858 s, 1509 s. 8,000 steps, about 144 minutes. The
+  weights before it (1000 steps without the probe, 2679 s) are in git history.
 - Per step on an idle core: unet3d 0.6 s (batch 8), unet2d 0.2 s (batch 32), vae 0.35 s (batch 16).
 - eval: see `training_log.jsonl` (last entries) and the README's figures.
-- What it learnt: colours (and shapes) from the prompt on both models (the video model draws blue triangles red);
-  Text2Video-Zero follows the motion field; the video model follows the prompt's direction in about 3 videos of 4
-  (10 DDIM steps; chance is 1 in 4), more often with more steps. Direction accuracy grew with every run: after
-  1000 steps 31%, 2000 63%, 3500 73%, 5000 76% (2 seeds of every colour and direction; circles and squares after 1000 steps, all shapes after).
+- What it learnt: colours (and shapes) from the prompt on both models; Text2Video-Zero follows the motion field;
+  the video model follows the prompt's direction in about 4 videos of 5 (10 DDIM steps; chance is 1 in 4), more
+  often with more steps. Direction accuracy grew with every run: after 1000 steps 31%, 2000 63%, 3500 73%, 5000
+  76%, 6500 76% (2 seeds of every colour and direction; circles and squares after 1000 steps, all shapes after);
+  the `eval` stage gives 78% after 5,000 steps, 77% after 6,500 and 79% after 8,000. The video model drew blue
+  triangles red up to 5,000 steps (colour 94% in the `eval`); after 6,500, 99%.
 - Why the probe: without it direction stayed at chance whatever was tried (session 4, on the earlier weights:
   1,100 more steps; 850 steps training only the temporal layers and cross-attention with the noisiest steps
   weighted as an x0 loss; 200 steps with a loss rewarding the clip's direction over the opposite one; 1,500 steps
