@@ -77,14 +77,30 @@ def colour_of(frames: np.ndarray) -> str | None:
     return max(set(colours), key=colours.count)
 
 
+def colour_error(frames: np.ndarray, colour: str) -> float:
+    """How far (RGB, 0..255) the object's mean colour is from the palette's `colour`, averaged over the frames it is
+    seen in."""
+    return float(np.mean([np.linalg.norm(np.subtract(r.mean_rgb, world.COLOURS[colour])) for r in readings(frames)
+                          if r.mean_rgb is not None]))
+
+
+def track(seen: list[world.ObjectReading]) -> np.ndarray:
+    """The object's centre `(x, y)` in each frame; NaN where no object is seen."""
+    return np.array([r.centroid or (np.nan, np.nan) for r in seen])
+
+
+def jumps(seen: list[world.ObjectReading]) -> np.ndarray:
+    """How far (pixels) the object's centre moves from each frame to the next; NaN next to a frame without it."""
+    return np.linalg.norm(np.diff(track(seen), axis=0), axis=1)
+
+
 def assert_shows(frames: np.ndarray, colour: str, direction: str | None = None, min_travel: float = 8.0) -> None:
     """One object of `colour` in every frame, never jumping by its size (and, given `direction`, moving that way)."""
     seen = readings(frames)
     assert all(0.02 < r.area < 0.3 for r in seen), f"not one object per frame: areas {[r.area for r in seen]}"
     assert [r.colour for r in seen].count(colour) >= len(seen) - 1, f"colours {[r.colour for r in seen]}"
-    track = np.array([r.centroid for r in seen])
-    jumps = np.linalg.norm(np.diff(track, axis=0), axis=1)
-    assert jumps.max() < 16.0, f"the object jumps between frames: {jumps.round(1)}"
+    steps = jumps(seen)
+    assert steps.max() < 16.0, f"the object jumps between frames: {steps.round(1)}"
     if direction:
         moved, travel = world.motion_direction(seen)
         assert (moved, travel > min_travel) == (direction, True), f"moved {moved} by {travel:.1f}px"
@@ -132,10 +148,7 @@ def test_a_negative_prompt_steers_away_from_what_it_names(micro_t2v):
     # colour away from it in half of eight seeds or more (5 today; a negative prompt lowers a colour's odds, it does
     # not forbid it); naming another colour leaves it be (all 8 today).
     def moved_away(picked: str, negative: str, seed: int) -> bool:
-        frames = text2video(micro_t2v, "a circle moving left", negative=negative, seed=seed)
-        distance = np.mean([np.linalg.norm(np.subtract(r.mean_rgb, world.COLOURS[picked])) for r in readings(frames)
-                            if r.mean_rgb is not None])
-        return bool(distance > 40.0)
+        return colour_error(text2video(micro_t2v, "a circle moving left", negative=negative, seed=seed), picked) > 40.0
 
     named = other = 0
     for seed in range(8):
@@ -167,8 +180,7 @@ def test_video_to_video_recolours_and_keeps_the_track(micro_t2v, old, new, stren
                                                vae, images, 5, 10, 7.0, "ddim", "normal", strength)[0]
     frames = decode(vae, latent)
     assert_shows(frames, new, "right")
-    track = np.array([r.centroid for r in readings(frames)])
-    assert np.abs(track - np.array(source.centres)).max() < 8.0
+    assert np.abs(track(readings(frames)) - np.array(source.centres)).max() < 8.0
 
 
 def test_context_windows_join_without_a_jump(micro_t2v):
@@ -185,8 +197,7 @@ def test_context_windows_join_without_a_jump(micro_t2v):
         for prompt in prompts:
             for seed in (0, 1):
                 frames = text2video((windowed, clip, vae), prompt, seed=seed, frames=LONG_FRAMES)
-                track = np.array([r.centroid or (np.nan, np.nan) for r in readings(frames)])
-                count += bool(np.linalg.norm(np.diff(track[3:9], axis=0), axis=1).max() < JUMP)
+                count += bool(jumps(readings(frames))[3:8].max() < JUMP)
         return count
 
     assert joined("standard_static", 4) >= 6
