@@ -10,8 +10,8 @@ import pytest
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in Python 3.11+")
 
 ROOT = Path(__file__).resolve().parent.parent
-NOT_SHIPPED = {"tests", "benchmarks", "build", "docs", ".venv", ".dev"}
-"""Top-level folders a user's install does not need."""
+NOT_SHIPPED = {"tests", "benchmarks", "build", "docs"}
+"""Top-level folders a user's install does not need (besides hidden ones, such as `.venv`)."""
 DEVELOPMENT_ONLY = {ROOT / "models" / "micro" / "training_log.jsonl"}
 """Read by the training tool only."""
 
@@ -29,14 +29,14 @@ def shipped_files() -> set[Path]:
 
 
 def pack_files() -> set[Path]:
-    """The modules and data files of the pack's source tree, without caches and development-only folders."""
-    files = set()
-    for path in ROOT.rglob("*"):
-        parts = path.relative_to(ROOT).parts
-        if (path.is_file() and parts[0] not in NOT_SHIPPED and not any(part.startswith((".", "__pycache__"))
-                                                                      or part.endswith(".egg-info") for part in parts)
-                and (len(parts) > 1 or path.suffix == ".py")):
-            files.add(path)
+    """The modules and data files of the pack's source tree, without caches, hidden files and development-only
+    folders (which are not walked)."""
+    files = set(ROOT.glob("*.py"))
+    for top in ROOT.iterdir():
+        if top.is_dir() and top.name not in NOT_SHIPPED and not top.name.startswith(".") \
+                and not top.name.endswith(".egg-info"):
+            files.update(path for path in top.rglob("*") if path.is_file() and not any(
+                part.startswith(".") or part == "__pycache__" for part in path.relative_to(ROOT).parts))
     return files - DEVELOPMENT_ONLY
 
 
